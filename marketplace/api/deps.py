@@ -1,0 +1,154 @@
+"""Typed dependencies: database session, services, and the caller.
+
+Access control is declared per endpoint with :func:`allow` and enforced here, in
+:func:`authorize`, and nowhere else::
+
+    ProviderCaller = Annotated[Caller, allow(Role.PROVIDER)]
+
+The declaration is recorded as OAuth-style security scopes (``role:provider``,
+``org:admitted``), so it is also visible in the OpenAPI document.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Annotated, Any, Literal
+
+from fastapi import Depends, Request, Security
+from fastapi.routing import APIRoute
+from fastapi.security import APIKeyCookie, HTTPAuthorizationCredentials, HTTPBearer, SecurityScopes
+from sqlmodel import Session
+
+from marketplace.errors import AuthenticationRequired, OrganisationNotAdmitted, PermissionDenied
+from marketplace.models import OrganisationStatus, Role
+from marketplace.services.catalog import CatalogService
+from marketplace.services.identity import Caller, IdentityService
+from marketplace.services.search import SearchService
+
+__all__ = [
+    "AccessRule",
+    "AnyCaller",
+    "CatalogDep",
+    "IdentityDep",
+    "SearchDep",
+    "SessionDep",
+    "access_rule",
+    "allow",
+    "authorize",
+]
+
+OrgRequirement = Literal["admitted", "not_suspended", "any"]
+SESSION_COOKIE = "veilx_session"
+
+_bearer = HTTPBearer(auto_error=False, description="An API key (vx_…) or a session token.")
+_cookie = APIKeyCookie(name=SESSION_COOKIE, auto_error=False, description="Console session.")
+
+
+def get_session(request: Request) -> Iterator[Session]:
+    """Yield a database session for one request."""
+    with request.app.state.db.session() as session:
+        yield session
+
+
+SessionDep = Annotated[Session, Depends(get_session)]
+
+
+def get_identity(request: Request, session: SessionDep) -> IdentityService:
+    """The identity service bound to this request's session."""
+    return IdentityService(session, request.app.state.caller_cache)
+
+
+IdentityDep = Annotated[IdentityService, Depends(get_identity)]
+
+
+def get_catalog(request: Request, session: SessionDep) -> CatalogService:
+    """The catalog service bound to this request's session."""
+    return CatalogService(session, request.app.state.search_cache.invalidate)
+
+
+CatalogDep = Annotated[CatalogService, Depends(get_catalog)]
+
+
+def get_search(request: Request, session: SessionDep) -> SearchService:
+    """The search service bound to this request's session."""
+    return SearchService(session, request.app.state.search_cache)
+
+
+SearchDep = Annotated[SearchService, Depends(get_search)]
+
+
+def authorize(
+    security_scopes: SecurityScopes,
+    identity: IdentityDep,
+    bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+    cookie: Annotated[str | None, Depends(_cookie)],
+) -> Caller:
+    """Authenticate the request and check the endpoint's declared access rule."""
+    token = bearer.credentials if bearer is not None else cookie
+    if not token:
+        raise AuthenticationRequired(
+            "send an API key as 'Authorization: Bearer vx_…' or log in",
+            code="authentication_required",
+        )
+    caller = identity.authenticate(token)
+    rule = AccessRule.from_scopes(security_scopes.scopes)
+    if rule.roles and not caller.has_any(rule.roles):
+        needed = ", ".join(sorted(r.value for r in rule.roles))
+        raise PermissionDenied(
+            f"this operation needs the role {needed}; the organisation holds "
+            f"{', '.join(sorted(r.value for r in caller.roles)) or 'none'}",
+            code="role_required",
+        )
+    if rule.org == "admitted" and caller.status is not OrganisationStatus.ADMITTED:
+        raise OrganisationNotAdmitted(
+            f"the organisation is {caller.status.value}; this operation needs an "
+            "admitted organisation"
+        )
+    if rule.org == "not_suspended" and caller.status is OrganisationStatus.SUSPENDED:
+        raise OrganisationNotAdmitted("the organisation is suspended")
+    return caller
+
+
+@dataclass(frozen=True)
+class AccessRule:
+    """Who may call an endpoint: any of ``roles`` (empty: any role) and org state."""
+
+    roles: frozenset[Role]
+    org: OrgRequirement
+
+    def scopes(self) -> list[str]:
+        """The rule as security scopes."""
+        return [*(f"role:{r.value}" for r in sorted(self.roles)), f"org:{self.org}"]
+
+    @classmethod
+    def from_scopes(cls, scopes: list[str]) -> AccessRule:
+        """Parse scopes written by :meth:`scopes`."""
+        roles = frozenset(Role(s[5:]) for s in scopes if s.startswith("role:"))
+        orgs = [s[4:] for s in scopes if s.startswith("org:")]
+        org: OrgRequirement = "admitted"
+        if orgs and orgs[-1] in ("admitted", "not_suspended", "any"):
+            org = orgs[-1]  # type: ignore[assignment]
+        return cls(roles, org)
+
+
+def allow(*roles: Role, org: OrgRequirement = "admitted") -> Any:
+    """Declare who may call an endpoint (no roles: any authenticated caller)."""
+    return Security(authorize, scopes=AccessRule(frozenset(roles), org).scopes())
+
+
+def access_rule(route: APIRoute) -> AccessRule | None:
+    """Return the rule a route declares, or ``None`` for a public route."""
+    stack = [route.dependant]
+    while stack:
+        dep = stack.pop()
+        if dep.call is authorize:
+            return AccessRule.from_scopes(
+                [*(dep.parent_oauth_scopes or []), *(dep.own_oauth_scopes or [])]
+            )
+        stack.extend(dep.dependencies)
+    return None
+
+
+AnyCaller = Annotated[Caller, allow(org="any")]
+"""Any authenticated caller, whatever its organisation's state."""

@@ -1,0 +1,249 @@
+"""The ``veilx`` command line: serve, demo, db, admin.
+
+Errors are printed as one line, ``veilx: error: <what and why>``, with exit code 2.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated, NoReturn
+
+import typer
+from pydantic import ValidationError
+from rich.console import Console
+
+from marketplace.config import Settings
+from marketplace.errors import VeilxError
+
+app = typer.Typer(
+    name="veilx",
+    help="veilx: a privacy-preserving data exchange (usable but invisible).",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+db_app = typer.Typer(help="Database schema migrations.", no_args_is_help=True)
+admin_app = typer.Typer(help="Operator administration.", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+app.add_typer(admin_app, name="admin")
+console = Console(soft_wrap=True)
+err_console = Console(stderr=True, soft_wrap=True)
+
+
+def fail(message: str) -> NoReturn:
+    """Print a one-line error and exit with status 2."""
+    err_console.print(f"veilx: error: {message}", markup=False, highlight=False)
+    raise typer.Exit(2)
+
+
+def _settings() -> Settings:
+    try:
+        return Settings()
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        loc = ".".join(str(p) for p in first["loc"]) or "settings"
+        name = f"VEILX_{loc.upper()}" if loc != "settings" else "settings"
+        fail(f"{name}: {first['msg'].removeprefix('Value error, ')}")
+
+
+def _database(settings: Settings) -> object:
+    from marketplace.db import Database
+
+    db = Database.from_url(settings.effective_database_url)
+    db.upgrade()
+    return db
+
+
+@app.command()
+def serve(
+    host: Annotated[str | None, typer.Option(help="Bind address.")] = None,
+    port: Annotated[int | None, typer.Option(help="Port.")] = None,
+    workers: Annotated[int, typer.Option(min=1, help="Worker processes.")] = 1,
+) -> None:
+    """Run the exchange API (migrations are applied first); docs at /docs."""
+    import uvicorn
+
+    settings = _settings()
+    from marketplace.db import Database
+
+    Database.from_url(settings.effective_database_url).upgrade()
+    console.print(
+        f"veilx exchange on http://{host or settings.host}:{port or settings.port} "
+        f"(docs: /docs) · database {settings.effective_database_url.split('://')[0]} · "
+        f"kv {'redis' if settings.redis_url else 'in-process'}"
+    )
+    uvicorn.run(
+        "marketplace.api.main:create_app",
+        factory=True,
+        host=host or settings.host,
+        port=port or settings.port,
+        workers=workers,
+        log_level=settings.log_level,
+    )
+
+
+@app.command()
+def demo(
+    data_dir: Annotated[
+        Path | None,
+        typer.Option(help="Where the demo keeps its database (recreated each run)."),
+    ] = None,
+) -> None:
+    """Start an embedded exchange, list the sample datasets, search the catalog."""
+    from marketplace.demo import run_demo
+
+    settings = _settings()
+    run_demo(settings, data_dir or settings.data_dir / "demo", console)
+
+
+@db_app.command("upgrade")
+def db_upgrade() -> None:
+    """Apply all pending migrations to VEILX_DATABASE_URL (or the SQLite file)."""
+    from marketplace.db import Database, current_revision
+
+    settings = _settings()
+    db = Database.from_url(settings.effective_database_url)
+    db.upgrade()
+    console.print(f"database at revision {current_revision(db.engine)}")
+
+
+def _identity(settings: Settings) -> object:
+    from marketplace.db import Database
+    from marketplace.services.identity import IdentityService
+
+    db = Database.from_url(settings.effective_database_url)
+    db.upgrade()
+    return IdentityService(db.session().__enter__())
+
+
+@admin_app.command("create-operator")
+def create_operator(
+    name: Annotated[str, typer.Option(help="The exchange operator's organisation name.")],
+    country: Annotated[str, typer.Option(help="ISO 3166-1 alpha-2 code.")],
+    email: Annotated[str, typer.Option(help="The first operator user's e-mail.")],
+    password: Annotated[
+        str, typer.Option(prompt=True, hide_input=True, help="At least 12 characters.")
+    ],
+    key_name: Annotated[str, typer.Option(help="Name of the API key issued.")] = "admin",
+) -> None:
+    """Create the operator organisation (admitted), a user and an API key."""
+    from marketplace.models import OrganisationCreate, OrganisationStatus, Role
+    from marketplace.services.identity import IdentityService
+
+    settings = _settings()
+    identity = _identity(settings)
+    assert isinstance(identity, IdentityService)
+    if len(password) < 12:
+        fail("--password: must be at least 12 characters")
+    try:
+        data = OrganisationCreate(name=name, country=country, roles=[Role.OPERATOR])
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        fail(f"--{first['loc'][0]}: {first['msg']}")
+    existing = [
+        o for o in identity.list_organisations() if Role.OPERATOR in o.roles
+    ]
+    if existing:
+        fail(f"an operator organisation exists already: {existing[0].name}")
+    org = identity.create_organisation(data, status=OrganisationStatus.ADMITTED)
+    identity.create_user(org.id, email, name, password)
+    key = identity.create_api_key(org.id, key_name)
+    console.print(f"operator {org.name} ({org.id}) created")
+    console.print(f"API key (shown once): {key.secret}", markup=False)
+
+
+@admin_app.command("list-orgs")
+def list_orgs() -> None:
+    """List organisations with their roles and status."""
+    from rich.table import Table
+
+    from marketplace.services.identity import IdentityService
+
+    identity = _identity(_settings())
+    assert isinstance(identity, IdentityService)
+    table = Table("id", "name", "roles", "status", "since")
+    for org in identity.list_organisations():
+        table.add_row(
+            str(org.id), org.name, ", ".join(org.roles), org.status.value,
+            org.status_changed_at.strftime("%Y-%m-%d %H:%M"),
+        )
+    console.print(table)
+
+
+@admin_app.command("admit")
+def admit(
+    organisation: Annotated[str, typer.Argument(help="Organisation name or id.")],
+    reason: Annotated[str | None, typer.Option(help="Why (kept on record).")] = None,
+) -> None:
+    """Admit a pending (or re-admit a suspended) organisation."""
+    from marketplace.models import OrganisationStatus
+    from marketplace.services.identity import IdentityService
+
+    identity = _identity(_settings())
+    assert isinstance(identity, IdentityService)
+    org = identity.find_organisation(organisation)
+    org = identity.set_status(org.id, OrganisationStatus.ADMITTED, reason)
+    console.print(f"{org.name} is {org.status.value}")
+
+
+@admin_app.command("suspend")
+def suspend(
+    organisation: Annotated[str, typer.Argument(help="Organisation name or id.")],
+    reason: Annotated[str, typer.Option(help="Why (required, kept on record).")],
+) -> None:
+    """Suspend an admitted organisation."""
+    from marketplace.models import OrganisationStatus
+    from marketplace.services.identity import IdentityService
+
+    identity = _identity(_settings())
+    assert isinstance(identity, IdentityService)
+    org = identity.find_organisation(organisation)
+    org = identity.set_status(org.id, OrganisationStatus.SUSPENDED, reason)
+    console.print(f"{org.name} is {org.status.value}: {reason}")
+
+
+@admin_app.command("issue-key")
+def issue_key(
+    organisation: Annotated[str, typer.Argument(help="Organisation name or id.")],
+    name: Annotated[str, typer.Option(help="A name for the key.")],
+) -> None:
+    """Issue an API key for an organisation; the secret is printed once."""
+    from marketplace.services.identity import IdentityService
+
+    identity = _identity(_settings())
+    assert isinstance(identity, IdentityService)
+    org = identity.find_organisation(organisation)
+    key = identity.create_api_key(org.id, name)
+    console.print(f"key {key.prefix} ({key.id}) for {org.name}")
+    console.print(f"API key (shown once): {key.secret}", markup=False)
+
+
+@admin_app.command("revoke-key")
+def revoke_key(
+    key: Annotated[str, typer.Argument(help="The key's prefix or id.")],
+) -> None:
+    """Revoke an API key."""
+    from marketplace.services.identity import IdentityService
+
+    identity = _identity(_settings())
+    assert isinstance(identity, IdentityService)
+    found = identity.find_api_key(key)
+    revoked = identity.revoke_api_key(found.organisation_id, found.id)
+    console.print(f"key {revoked.prefix} revoked at {revoked.revoked_at:%Y-%m-%d %H:%M:%S}Z")
+
+
+def main() -> None:
+    """Entry point of the ``veilx`` console script."""
+    try:
+        app()
+    except VeilxError as exc:
+        err_console.print(f"veilx: error: {exc.detail}", markup=False, highlight=False)
+        sys.exit(2)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        loc = ".".join(str(p) for p in first["loc"])
+        err_console.print(f"veilx: error: {loc}: {first['msg']}", markup=False)
+        sys.exit(2)
+
+

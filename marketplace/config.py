@@ -1,0 +1,94 @@
+"""Settings for the exchange, read from ``VEILX_*`` environment variables.
+
+Settings fail fast: a malformed value or a placeholder secret outside development
+stops the process at start-up with a message naming the variable.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+__all__ = ["Settings", "get_settings"]
+
+_PLACEHOLDER_SECRETS = frozenset({"", "changeme", "change-me", "secret", "dev-secret"})
+
+
+def _default_data_dir() -> Path:
+    return Path.home() / ".local" / "share" / "veilx"
+
+
+class Settings(BaseSettings):
+    """Runtime configuration of the exchange.
+
+    Every field maps to an environment variable with the ``VEILX_`` prefix, e.g.
+    ``database_url`` to ``VEILX_DATABASE_URL``.
+    """
+
+    model_config = SettingsConfigDict(env_prefix="VEILX_", extra="ignore")
+
+    environment: Literal["development", "test", "production"] = "development"
+    data_dir: Path = Field(default_factory=_default_data_dir)
+    database_url: str | None = None
+    redis_url: str | None = None
+    secret_key: str = "dev-secret"
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=1, le=65535)
+    rate_limit_per_minute: int = Field(default=600, ge=1)
+    rate_limit_burst: int = Field(default=120, ge=1)
+    idempotency_ttl_seconds: int = Field(default=24 * 3600, ge=60)
+    session_ttl_seconds: int = Field(default=12 * 3600, ge=60)
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+    @field_validator("database_url")
+    @classmethod
+    def _check_database_url(cls, value: str | None) -> str | None:
+        if value is None or value == "":
+            return None
+        if not value.startswith(("sqlite", "postgresql")):
+            raise ValueError("must be a sqlite:// or postgresql:// URL")
+        return value
+
+    @field_validator("redis_url")
+    @classmethod
+    def _check_redis_url(cls, value: str | None) -> str | None:
+        if value is None or value == "":
+            return None
+        if not value.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError("must be a redis://, rediss:// or unix:// URL")
+        return value
+
+    @model_validator(mode="after")
+    def _reject_placeholder_secrets(self) -> Settings:
+        if self.environment != "development" and (
+            self.secret_key.strip().lower() in _PLACEHOLDER_SECRETS
+            or len(self.secret_key) < 32
+        ):
+            raise ValueError(
+                "VEILX_SECRET_KEY must be a random value of at least 32 characters "
+                f"outside development (environment={self.environment}); generate "
+                "one with: python -c 'import secrets; print(secrets.token_urlsafe(32))'"
+            )
+        return self
+
+    @property
+    def effective_database_url(self) -> str:
+        """The database URL: ``VEILX_DATABASE_URL`` or a SQLite file in the data dir."""
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{self.data_dir / 'veilx.db'}"
+
+    @property
+    def is_sqlite(self) -> bool:
+        """Whether the configured database is SQLite."""
+        return self.effective_database_url.startswith("sqlite")
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """Return the process-wide settings, read once from the environment."""
+    return Settings()

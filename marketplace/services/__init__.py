@@ -1,0 +1,1 @@
+"""Domain services: they own transactions, enforce rules and raise domain errors."""
