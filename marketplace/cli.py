@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Annotated, NoReturn
+from typing import TYPE_CHECKING, Annotated, NoReturn
 
 import typer
 from pydantic import ValidationError
@@ -15,6 +15,9 @@ from rich.console import Console
 
 from marketplace.config import Settings
 from marketplace.errors import VeilxError
+
+if TYPE_CHECKING:
+    from marketplace.services.identity import IdentityService
 
 app = typer.Typer(
     name="veilx",
@@ -108,32 +111,39 @@ def db_upgrade() -> None:
     console.print(f"database at revision {current_revision(db.engine)}")
 
 
-def _identity(settings: Settings) -> object:
+def _identity(settings: Settings) -> IdentityService:
+    """An identity service on the configured database (migrated first).
+
+    The session lives until the command's process exits.
+    """
+    from sqlmodel import Session
+
     from marketplace.db import Database
-    from marketplace.services.identity import IdentityService
 
     db = Database.from_url(settings.effective_database_url)
     db.upgrade()
-    return IdentityService(db.session().__enter__())
+    return IdentityService(Session(db.engine, expire_on_commit=False))
 
 
 @admin_app.command("create-operator")
 def create_operator(
-    name: Annotated[str, typer.Option(help="The exchange operator's organisation name.")],
+    name: Annotated[
+        str, typer.Option(help="The exchange operator's organisation name.")
+    ],
     country: Annotated[str, typer.Option(help="ISO 3166-1 alpha-2 code.")],
     email: Annotated[str, typer.Option(help="The first operator user's e-mail.")],
     password: Annotated[
         str, typer.Option(prompt=True, hide_input=True, help="At least 12 characters.")
     ],
-    key_name: Annotated[str, typer.Option(help="Name of the API key issued.")] = "admin",
+    key_name: Annotated[
+        str, typer.Option(help="Name of the API key issued.")
+    ] = "admin",
 ) -> None:
     """Create the operator organisation (admitted), a user and an API key."""
     from marketplace.models import OrganisationCreate, OrganisationStatus, Role
-    from marketplace.services.identity import IdentityService
 
     settings = _settings()
     identity = _identity(settings)
-    assert isinstance(identity, IdentityService)
     if len(password) < 12:
         fail("--password: must be at least 12 characters")
     try:
@@ -141,9 +151,7 @@ def create_operator(
     except ValidationError as exc:
         first = exc.errors()[0]
         fail(f"--{first['loc'][0]}: {first['msg']}")
-    existing = [
-        o for o in identity.list_organisations() if Role.OPERATOR in o.roles
-    ]
+    existing = [o for o in identity.list_organisations() if Role.OPERATOR in o.roles]
     if existing:
         fail(f"an operator organisation exists already: {existing[0].name}")
     org = identity.create_organisation(data, status=OrganisationStatus.ADMITTED)
@@ -158,14 +166,14 @@ def list_orgs() -> None:
     """List organisations with their roles and status."""
     from rich.table import Table
 
-    from marketplace.services.identity import IdentityService
-
     identity = _identity(_settings())
-    assert isinstance(identity, IdentityService)
     table = Table("id", "name", "roles", "status", "since")
     for org in identity.list_organisations():
         table.add_row(
-            str(org.id), org.name, ", ".join(org.roles), org.status.value,
+            str(org.id),
+            org.name,
+            ", ".join(org.roles),
+            org.status.value,
             org.status_changed_at.strftime("%Y-%m-%d %H:%M"),
         )
     console.print(table)
@@ -178,10 +186,8 @@ def admit(
 ) -> None:
     """Admit a pending (or re-admit a suspended) organisation."""
     from marketplace.models import OrganisationStatus
-    from marketplace.services.identity import IdentityService
 
     identity = _identity(_settings())
-    assert isinstance(identity, IdentityService)
     org = identity.find_organisation(organisation)
     org = identity.set_status(org.id, OrganisationStatus.ADMITTED, reason)
     console.print(f"{org.name} is {org.status.value}")
@@ -194,10 +200,8 @@ def suspend(
 ) -> None:
     """Suspend an admitted organisation."""
     from marketplace.models import OrganisationStatus
-    from marketplace.services.identity import IdentityService
 
     identity = _identity(_settings())
-    assert isinstance(identity, IdentityService)
     org = identity.find_organisation(organisation)
     org = identity.set_status(org.id, OrganisationStatus.SUSPENDED, reason)
     console.print(f"{org.name} is {org.status.value}: {reason}")
@@ -209,10 +213,7 @@ def issue_key(
     name: Annotated[str, typer.Option(help="A name for the key.")],
 ) -> None:
     """Issue an API key for an organisation; the secret is printed once."""
-    from marketplace.services.identity import IdentityService
-
     identity = _identity(_settings())
-    assert isinstance(identity, IdentityService)
     org = identity.find_organisation(organisation)
     key = identity.create_api_key(org.id, name)
     console.print(f"key {key.prefix} ({key.id}) for {org.name}")
@@ -224,13 +225,12 @@ def revoke_key(
     key: Annotated[str, typer.Argument(help="The key's prefix or id.")],
 ) -> None:
     """Revoke an API key."""
-    from marketplace.services.identity import IdentityService
-
     identity = _identity(_settings())
-    assert isinstance(identity, IdentityService)
     found = identity.find_api_key(key)
     revoked = identity.revoke_api_key(found.organisation_id, found.id)
-    console.print(f"key {revoked.prefix} revoked at {revoked.revoked_at:%Y-%m-%d %H:%M:%S}Z")
+    console.print(
+        f"key {revoked.prefix} revoked at {revoked.revoked_at:%Y-%m-%d %H:%M:%S}Z"
+    )
 
 
 def main() -> None:
@@ -245,5 +245,3 @@ def main() -> None:
         loc = ".".join(str(p) for p in first["loc"])
         err_console.print(f"veilx: error: {loc}: {first['msg']}", markup=False)
         sys.exit(2)
-
-

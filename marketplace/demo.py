@@ -31,7 +31,7 @@ from marketplace.services.identity import IdentityService
 
 __all__ = ["DemoServer", "run_demo"]
 
-PASSWORD = "demo-password-not-secret"
+PASSWORD = "demo-password-not-secret"  # noqa: S105 - demo accounts only
 
 
 def _free_port() -> int:
@@ -89,11 +89,21 @@ def _post(client: httpx.Client, path: str, body: Any = None) -> Any:
 def _sign_up(base: str, name: str, country: str, roles: list[str], email: str) -> str:
     """Sign up, log in and issue an API key; return the key."""
     with _client(base) as c:
-        _post(c, "/v1/auth/signup", {
-            "organisation_name": name, "country": country, "roles": roles,
-            "email": email, "display_name": name, "password": PASSWORD,
-        })
-        token = _post(c, "/v1/auth/login", {"email": email, "password": PASSWORD})["token"]
+        _post(
+            c,
+            "/v1/auth/signup",
+            {
+                "organisation_name": name,
+                "country": country,
+                "roles": roles,
+                "email": email,
+                "display_name": name,
+                "password": PASSWORD,
+            },
+        )
+        token = _post(c, "/v1/auth/login", {"email": email, "password": PASSWORD})[
+            "token"
+        ]
     with _client(base, token) as c:
         key = _post(c, "/v1/api-keys", {"name": "demo"})
     return str(key["secret"])
@@ -121,11 +131,15 @@ def run_demo(settings: Settings, data_dir: Path, console: Console) -> None:
     console.rule("[bold]veilx demo[/] — usable but invisible")
     with DemoServer(settings) as server:
         base = server.url
-        console.print(f"exchange API on {base} (docs at {base}/docs), SQLite at {data_dir}")
+        console.print(
+            f"exchange API on {base} (docs at {base}/docs), SQLite at {data_dir}"
+        )
         with server.db.session() as session:
             identity = IdentityService(session)
             op = identity.create_organisation(
-                OrganisationCreate(name="veilx Exchange", country="DE", roles=[Role.OPERATOR]),
+                OrganisationCreate(
+                    name="veilx Exchange", country="DE", roles=[Role.OPERATOR]
+                ),
                 status=OrganisationStatus.ADMITTED,
             )
             operator_key = identity.create_api_key(op.id, "demo").secret
@@ -133,13 +147,25 @@ def run_demo(settings: Settings, data_dir: Path, console: Console) -> None:
 
         keys: dict[str, str] = {}
         for p in catalog.providers:
-            keys[p.key] = _sign_up(base, p.name, p.country, ["provider"], f"admin@{p.key}.example")
-        buyer_key = _sign_up(base, "Aurora Analytics", "FR", ["buyer"], "team@aurora.example")
-        regulator_key = _sign_up(base, "Data Protection Authority", "DE", ["regulator"], "audit@dpa.example")
+            keys[p.key] = _sign_up(
+                base, p.name, p.country, ["provider"], f"admin@{p.key}.example"
+            )
+        buyer_key = _sign_up(
+            base, "Aurora Analytics", "FR", ["buyer"], "team@aurora.example"
+        )
+        regulator_key = _sign_up(
+            base, "Data Protection Authority", "DE", ["regulator"], "audit@dpa.example"
+        )
         with _client(base, operator_key) as op_client:
-            pending = op_client.get("/v1/organisations", params={"status": "pending"}).json()
+            pending = op_client.get(
+                "/v1/organisations", params={"status": "pending"}
+            ).json()
             for org in pending:
-                _post(op_client, f"/v1/organisations/{org['id']}/admit", {"reason": "KYC passed"})
+                _post(
+                    op_client,
+                    f"/v1/organisations/{org['id']}/admit",
+                    {"reason": "KYC passed"},
+                )
             orgs = op_client.get("/v1/organisations").json()
         table = Table("organisation", "roles", "status", title="Participants")
         for org in orgs:
@@ -149,22 +175,45 @@ def run_demo(settings: Settings, data_dir: Path, console: Console) -> None:
         listed: list[dict[str, Any]] = []
         files = data_dir / "provider-data"
         with Progress(console=console, transient=True) as progress:
-            task = progress.add_task("listing sample datasets", total=len(catalog.datasets))
+            task = progress.add_task(
+                "listing sample datasets", total=len(catalog.datasets)
+            )
             for sample in catalog.datasets:
                 body = sample.body
-                path = files / sample.provider / f"{body.title.lower().replace(' ', '-')[:40]}.csv"
+                path = (
+                    files
+                    / sample.provider
+                    / f"{body.title.lower().replace(' ', '-')[:40]}.csv"
+                )
                 path.parent.mkdir(parents=True, exist_ok=True)
                 content_hash = write_csv(sample, path)
                 with _client(base, keys[sample.provider]) as c:
                     ds = _post(c, "/v1/datasets", body.model_dump(mode="json"))
-                    _post(c, f"/v1/datasets/{ds['id']}/versions", {
-                        "content_hash": content_hash, "row_count": sample.rows,
-                        "byte_size": path.stat().st_size, "note": "initial load",
-                    })
-                    listed.append(_post(c, f"/v1/datasets/{ds['id']}/transitions", {"to": "listed"}))
+                    _post(
+                        c,
+                        f"/v1/datasets/{ds['id']}/versions",
+                        {
+                            "content_hash": content_hash,
+                            "row_count": sample.rows,
+                            "byte_size": path.stat().st_size,
+                            "note": "initial load",
+                        },
+                    )
+                    listed.append(
+                        _post(
+                            c, f"/v1/datasets/{ds['id']}/transitions", {"to": "listed"}
+                        )
+                    )
                 progress.advance(task)
 
-        table = Table("dataset", "provider", "computations", "price", "policy", title="Listed datasets")
+        table = Table(
+            "dataset",
+            "provider",
+            "computations",
+            "price",
+            "policy",
+            title="Listed datasets",
+        )
         for ds in listed:
             pol = ds["policy"]
             table.add_row(
@@ -173,7 +222,8 @@ def run_demo(settings: Settings, data_dir: Path, console: Console) -> None:
                 ", ".join(pol["permitted_kinds"]),
                 f"{ds['pricing_plan']['kind']}: "
                 f"{_money(ds['reference_price_minor'], ds['currency'])}",
-                f"k≥{pol['min_group_size']}, ε/buyer {pol['budget_per_buyer']['epsilon']}, "
+                f"k≥{pol['min_group_size']}, "
+                f"ε/buyer {pol['budget_per_buyer']['epsilon']}, "
                 f"{ds['policy_hash'][:12]}…",
             )
         console.print(table)
@@ -198,10 +248,14 @@ def run_demo(settings: Settings, data_dir: Path, console: Console) -> None:
 
 def _print_search(console: Console, q: str | None, res: dict[str, Any]) -> None:
     title = f"catalog search q={q!r}" if q else "catalog browse (newest first)"
-    table = Table("title", "provider", "themes", "price", title=f"{title}: {res['total']} hits")
+    table = Table(
+        "title", "provider", "themes", "price", title=f"{title}: {res['total']} hits"
+    )
     for item in res["items"]:
         table.add_row(
-            item["title"], item["provider"]["name"], ", ".join(item["themes"]),
+            item["title"],
+            item["provider"]["name"],
+            ", ".join(item["themes"]),
             _money(item["reference_price_minor"], item["currency"]),
         )
     console.print(table)

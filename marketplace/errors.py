@@ -87,9 +87,9 @@ class ValidationFailed(VeilxError):
         self.errors: list[FieldError] = list(errors or [])
 
     @classmethod
-    def for_field(cls, field_name: str, message: str, code: str = "invalid") -> (
-        ValidationFailed
-    ):
+    def for_field(
+        cls, field_name: str, message: str, code: str = "invalid"
+    ) -> ValidationFailed:
         """Build the error for a single invalid field."""
         return cls(
             f"{field_name}: {message}", errors=[FieldError(field_name, message, code)]

@@ -60,9 +60,7 @@ class IdempotencyBegin:
 class KeyValueStore(Protocol):
     """The operations the API needs from Redis or its in-process stand-in."""
 
-    async def take_token(
-        self, key: str, rate: float, burst: int
-    ) -> tuple[bool, float]:
+    async def take_token(self, key: str, rate: float, burst: int) -> tuple[bool, float]:
         """Take one token; return ``(allowed, seconds_until_next_token)``."""
         ...
 
@@ -174,7 +172,7 @@ end
 redis.call('HSET', KEYS[1], 't', tostring(tokens), 's', tostring(now))
 redis.call('PEXPIRE', KEYS[1], math.ceil(burst / rate * 1000) + 1000)
 return {allowed, wait}
-"""
+"""  # noqa: S105 - a Lua script, not a secret
 
 # KEYS[1] record; ARGV fingerprint, ttl. Returns {state, response-or-empty}.
 _IDEM_BEGIN = """
@@ -200,7 +198,9 @@ return 0
 class RedisStore:
     """Redis-backed store shared by every API replica."""
 
-    def __init__(self, url: str, *, namespace: str = "veilx", max_connections: int = 64) -> None:
+    def __init__(
+        self, url: str, *, namespace: str = "veilx", max_connections: int = 64
+    ) -> None:
         self.namespace = namespace
         pool = aioredis.BlockingConnectionPool.from_url(
             url, max_connections=max_connections, timeout=5
@@ -224,11 +224,21 @@ class RedisStore:
         self, key: str, fingerprint: str, ttl: int
     ) -> IdempotencyBegin:
         """Claim or report, atomically."""
-        state, raw = await self._begin(keys=[self._k("idem", key)], args=[fingerprint, ttl])
+        state, raw = await self._begin(
+            keys=[self._k("idem", key)], args=[fingerprint, ttl]
+        )
         state = state.decode() if isinstance(state, bytes) else state
         if state == "done":
             return IdempotencyBegin("done", StoredResponse.loads(raw))
-        return IdempotencyBegin(state)
+        if state not in ("new", "pending", "mismatch"):
+            raise ValueError(f"unexpected idempotency state {state!r}")
+        if state == "new":
+            return IdempotencyBegin("new")
+        if state == "pending":
+            return IdempotencyBegin("pending")
+        if state == "mismatch":
+            return IdempotencyBegin("mismatch")
+        raise ValueError(f"unexpected idempotency state {state!r}")
 
     async def idempotency_finish(
         self, key: str, fingerprint: str, response: StoredResponse, ttl: int

@@ -6,6 +6,7 @@ computing a quote from it belongs to the pricing engine.
 
 from __future__ import annotations
 
+import itertools
 import math
 from typing import Annotated, Literal
 
@@ -56,7 +57,8 @@ class Subscription(_Plan):
     period: Literal["day", "week", "month", "year"]
     queries_per_period: int = Field(ge=1, le=10**9)
     overage_per_query_minor: Minor | None = Field(
-        default=None, description="Price per computation beyond the quota; none = hard cap."
+        default=None,
+        description="Price per computation beyond the quota; none = hard cap.",
     )
 
 
@@ -70,7 +72,10 @@ class Metered(_Plan):
 
     @model_validator(mode="after")
     def _some_rate(self) -> Metered:
-        if self.price_per_million_rows_minor == 0 and self.price_per_compute_unit_minor == 0:
+        if (
+            self.price_per_million_rows_minor == 0
+            and self.price_per_compute_unit_minor == 0
+        ):
             raise ValueError(
                 "at least one of price_per_million_rows_minor and "
                 "price_per_compute_unit_minor must be positive"
@@ -95,7 +100,10 @@ class PrivacyPriced(_Plan):
         description="Must be ≤ 1 so the price is subadditive in ε (no arbitrage).",
     )
     reference_epsilon: float = Field(
-        default=1.0, gt=0, le=100, description="ε used for the listing's headline price."
+        default=1.0,
+        gt=0,
+        le=100,
+        description="ε used for the listing's headline price.",
     )
 
 
@@ -129,7 +137,7 @@ class VolumeTiered(_Plan):
                 raise ValueError(f"tiers[{i}]: up_to_queries must increase")
             previous = tier.up_to_queries
         prices = [t.price_per_query_minor for t in self.tiers]
-        if any(b > a for a, b in zip(prices, prices[1:], strict=False)):
+        if any(b > a for a, b in itertools.pairwise(prices)):
             raise ValueError("unit prices must not rise with volume")
         return self
 
@@ -163,7 +171,7 @@ def reference_price_minor(plan: AnyPlan) -> int:
                 plan.price_per_million_rows_minor + plan.price_per_compute_unit_minor,
             )
         case PrivacyPriced():
-            variable = plan.price_per_epsilon_minor * plan.reference_epsilon**plan.exponent
-            return plan.base_price_minor + math.ceil(variable)
+            eps: float = plan.reference_epsilon**plan.exponent
+            return plan.base_price_minor + math.ceil(plan.price_per_epsilon_minor * eps)
         case VolumeTiered():
             return plan.tiers[0].price_per_query_minor

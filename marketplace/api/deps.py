@@ -17,10 +17,19 @@ from typing import Annotated, Any, Literal
 
 from fastapi import Depends, Request, Security
 from fastapi.routing import APIRoute
-from fastapi.security import APIKeyCookie, HTTPAuthorizationCredentials, HTTPBearer, SecurityScopes
+from fastapi.security import (
+    APIKeyCookie,
+    HTTPAuthorizationCredentials,
+    HTTPBearer,
+    SecurityScopes,
+)
 from sqlmodel import Session
 
-from marketplace.errors import AuthenticationRequired, OrganisationNotAdmitted, PermissionDenied
+from marketplace.errors import (
+    AuthenticationRequired,
+    OrganisationNotAdmitted,
+    PermissionDenied,
+)
 from marketplace.models import OrganisationStatus, Role
 from marketplace.services.catalog import CatalogService
 from marketplace.services.identity import Caller, IdentityService
@@ -41,8 +50,12 @@ __all__ = [
 OrgRequirement = Literal["admitted", "not_suspended", "any"]
 SESSION_COOKIE = "veilx_session"
 
-_bearer = HTTPBearer(auto_error=False, description="An API key (vx_…) or a session token.")
-_cookie = APIKeyCookie(name=SESSION_COOKIE, auto_error=False, description="Console session.")
+_bearer = HTTPBearer(
+    auto_error=False, description="An API key (vx_…) or a session token."
+)
+_cookie = APIKeyCookie(
+    name=SESSION_COOKIE, auto_error=False, description="Console session."
+)
 
 
 def get_session(request: Request) -> Iterator[Session]:

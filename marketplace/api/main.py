@@ -73,7 +73,9 @@ def create_app(
     for module in (health, auth, organisations, datasets, catalog):
         app.include_router(module.router)
     # Outermost last: request id → rate limit → idempotency → routes.
-    app.add_middleware(IdempotencyMiddleware, store=kv, ttl=settings.idempotency_ttl_seconds)
+    app.add_middleware(
+        IdempotencyMiddleware, store=kv, ttl=settings.idempotency_ttl_seconds
+    )
     app.add_middleware(
         RateLimitMiddleware,
         store=kv,

@@ -57,10 +57,18 @@ def credential_key(scope: Scope) -> str:
 
 
 async def _send_problem(
-    send: Send, status: int, code: str, title: str, detail: str, path: str,
-    headers: list[tuple[bytes, bytes]] | None = None, extra: dict[str, Any] | None = None,
+    send: Send,
+    status: int,
+    code: str,
+    title: str,
+    detail: str,
+    path: str,
+    headers: list[tuple[bytes, bytes]] | None = None,
+    extra: dict[str, Any] | None = None,
 ) -> None:
-    body = orjson.dumps(problem_body(status, code, title, detail, instance=path, extra=extra))
+    body = orjson.dumps(
+        problem_body(status, code, title, detail, instance=path, extra=extra)
+    )
     await send(
         {
             "type": "http.response.start",
@@ -87,12 +95,19 @@ class RequestIdMiddleware:
             await self.app(scope, receive, send)
             return
         given = _header(scope, b"x-request-id")
-        rid = given if given and re.fullmatch(r"[\w.-]{8,64}", given) else uuid.uuid4().hex
+        rid = (
+            given
+            if given and re.fullmatch(r"[\w.-]{8,64}", given)
+            else uuid.uuid4().hex
+        )
         scope.setdefault("state", {})["request_id"] = rid
 
         async def send_with_id(message: Message) -> None:
             if message["type"] == "http.response.start":
-                message["headers"] = [*message.get("headers", []), (b"x-request-id", rid.encode())]
+                message["headers"] = [
+                    *message.get("headers", []),
+                    (b"x-request-id", rid.encode()),
+                ]
             await send(message)
 
         await self.app(scope, receive, send_with_id)
@@ -120,10 +135,14 @@ class RateLimitMiddleware:
         if not allowed:
             retry = max(1, int(wait + 0.999))
             await _send_problem(
-                send, 429, "rate_limited", "Too many requests",
+                send,
+                429,
+                "rate_limited",
+                "Too many requests",
                 f"rate limit of {int(self.rate * 60)} requests per minute exceeded; "
                 f"retry in {retry} s",
-                scope["path"], [(b"retry-after", str(retry).encode())],
+                scope["path"],
+                [(b"retry-after", str(retry).encode())],
                 {"retry_after": retry},
             )
             return
@@ -156,11 +175,21 @@ class IdempotencyMiddleware:
         path = scope["path"]
         if not _IDEM_KEY.fullmatch(key):
             await _send_problem(
-                send, 422, "validation_failed", "Validation failed",
+                send,
+                422,
+                "validation_failed",
+                "Validation failed",
                 "header.Idempotency-Key: must be 1-255 printable ASCII characters",
-                path, extra={"errors": [{"field": "header.Idempotency-Key",
-                                         "message": "must be 1-255 printable ASCII "
-                                         "characters", "code": "invalid"}]},
+                path,
+                extra={
+                    "errors": [
+                        {
+                            "field": "header.Idempotency-Key",
+                            "message": "must be 1-255 printable ASCII characters",
+                            "code": "invalid",
+                        }
+                    ]
+                },
             )
             return
         chunks: list[bytes] = []
@@ -173,8 +202,14 @@ class IdempotencyMiddleware:
             chunk = message.get("body", b"")
             size += len(chunk)
             if size > MAX_BODY:
-                await _send_problem(send, 413, "payload_too_large", "Payload too large",
-                                    f"request bodies are limited to {MAX_BODY} bytes", path)
+                await _send_problem(
+                    send,
+                    413,
+                    "payload_too_large",
+                    "Payload too large",
+                    f"request bodies are limited to {MAX_BODY} bytes",
+                    path,
+                )
                 return
             chunks.append(chunk)
             more = message.get("more_body", False)
@@ -186,15 +221,24 @@ class IdempotencyMiddleware:
         begin = await self.store.idempotency_begin(record, fingerprint, self.ttl)
         if begin.state == "mismatch":
             await _send_problem(
-                send, 409, "idempotency_key_reused", "Idempotency key reused",
-                "this Idempotency-Key was already used with a different request", path,
+                send,
+                409,
+                "idempotency_key_reused",
+                "Idempotency key reused",
+                "this Idempotency-Key was already used with a different request",
+                path,
             )
             return
         if begin.state == "pending":
             await _send_problem(
-                send, 409, "idempotency_key_in_use", "Idempotency key in use",
+                send,
+                409,
+                "idempotency_key_in_use",
+                "Idempotency key in use",
                 "a request with this Idempotency-Key is still being processed; retry "
-                "shortly", path, [(b"retry-after", b"1")],
+                "shortly",
+                path,
+                [(b"retry-after", b"1")],
             )
             return
         if begin.state == "done" and begin.response is not None:
@@ -204,7 +248,10 @@ class IdempotencyMiddleware:
                     "type": "http.response.start",
                     "status": stored.status,
                     "headers": [
-                        *((k.encode("latin-1"), v.encode("latin-1")) for k, v in stored.headers),
+                        *(
+                            (k.encode("latin-1"), v.encode("latin-1"))
+                            for k, v in stored.headers
+                        ),
                         (b"idempotent-replayed", b"true"),
                     ],
                 }
@@ -247,5 +294,8 @@ class IdempotencyMiddleware:
             await self.store.idempotency_release(record)
         else:
             await self.store.idempotency_finish(
-                record, fingerprint, StoredResponse(status, headers, b"".join(out)), self.ttl
+                record,
+                fingerprint,
+                StoredResponse(status, headers, b"".join(out)),
+                self.ttl,
             )

@@ -14,7 +14,12 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from marketplace.errors import FieldError, RateLimited, VeilxError
 
-__all__ = ["PROBLEM_CONTENT_TYPE", "Problem", "install_problem_handlers", "problem_response"]
+__all__ = [
+    "PROBLEM_CONTENT_TYPE",
+    "Problem",
+    "install_problem_handlers",
+    "problem_response",
+]
 
 PROBLEM_CONTENT_TYPE = "application/problem+json"
 _TYPE_BASE = "https://veilx.dev/problems/"
@@ -75,7 +80,9 @@ def problem_response(
 ) -> Response:
     """Return a problem response."""
     return Response(
-        orjson.dumps(problem_body(status, code, title, detail, instance=instance, extra=extra)),
+        orjson.dumps(
+            problem_body(status, code, title, detail, instance=instance, extra=extra)
+        ),
         status_code=status,
         media_type=PROBLEM_CONTENT_TYPE,
         headers=headers,

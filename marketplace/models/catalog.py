@@ -7,9 +7,10 @@ from datetime import date, datetime
 from enum import StrEnum
 from typing import Annotated, Any
 
-from pydantic import ConfigDict, field_validator, model_validator
+from pydantic import field_validator, model_validator
 from sqlalchemy import BigInteger, Column, Index, String, Text, UniqueConstraint
 from sqlmodel import Field, SQLModel
+from sqlmodel._compat import SQLModelConfig
 
 from marketplace.models._types import JSONType, UTCDateTime, new_id, utcnow
 from mpc_engine.policy import RightsPolicy, Sensitivity
@@ -96,7 +97,7 @@ class ColumnType(StrEnum):
 class ColumnSpec(SQLModel):
     """One column of a dataset's schema."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = SQLModelConfig(extra="forbid")
 
     name: str = Field(regex=r"^[a-z][a-z0-9_]{0,62}$")
     type: ColumnType
@@ -115,7 +116,7 @@ License = Annotated[str, Field(regex=r"^[A-Za-z0-9.+-]{2,40}$")]
 class DatasetMetadata(SQLModel):
     """DCAT-style descriptive metadata."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = SQLModelConfig(extra="forbid")
 
     title: str = Field(min_length=3, max_length=200)
     description: str = Field(min_length=10, max_length=5000)
@@ -179,7 +180,7 @@ class DatasetCreate(DatasetMetadata):
 class DatasetUpdate(SQLModel):
     """A partial update. ``columns`` may change only while the dataset is a draft."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = SQLModelConfig(extra="forbid")
 
     title: str | None = Field(default=None, min_length=3, max_length=200)
     description: str | None = Field(default=None, min_length=10, max_length=5000)
@@ -241,7 +242,7 @@ class Dataset(SQLModel, table=True):
 class DatasetVersionCreate(SQLModel):
     """A new version of a dataset's content, identified by its content hash."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = SQLModelConfig(extra="forbid")
 
     content_hash: str = Field(
         regex=r"^[0-9a-f]{64}$", description="SHA-256 of the content, hex."
@@ -293,7 +294,7 @@ class ProviderRef(SQLModel):
 class DatasetPublic(DatasetMetadata):
     """A dataset as the API shows it."""
 
-    model_config = ConfigDict(extra="ignore")
+    model_config = SQLModelConfig(extra="ignore")
 
     id: uuid.UUID
     provider: ProviderRef
@@ -332,7 +333,7 @@ class DatasetSummary(SQLModel):
 class DatasetTransition(SQLModel):
     """A lifecycle move."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = SQLModelConfig(extra="forbid")
 
     to: DatasetStatus
     reason: str | None = Field(default=None, max_length=500)

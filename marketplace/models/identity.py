@@ -197,4 +197,6 @@ class ApiKeyPublic(SQLModel):
 class ApiKeyCreated(ApiKeyPublic):
     """A newly created API key, with its secret, shown this once."""
 
-    secret: str = Field(description="The full key. It is not stored and not shown again.")
+    secret: str = Field(
+        description="The full key. It is not stored and not shown again."
+    )

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import delete, insert, text
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
 from marketplace.errors import (
     FieldError,
@@ -159,7 +159,7 @@ class CatalogService:
         stmt = select(Dataset).where(Dataset.organisation_id == caller.organisation_id)
         if status is not None:
             stmt = stmt.where(Dataset.status == status.value)
-        stmt = stmt.order_by(Dataset.created_at.desc(), Dataset.id)  # type: ignore[attr-defined]
+        stmt = stmt.order_by(col(Dataset.created_at).desc(), col(Dataset.id))
         return [self._public(d) for d in self.session.exec(stmt)]
 
     def list_versions(
@@ -170,7 +170,7 @@ class CatalogService:
         stmt = (
             select(DatasetVersion)
             .where(DatasetVersion.dataset_id == ds.id)
-            .order_by(DatasetVersion.created_at.desc(), DatasetVersion.id)  # type: ignore[attr-defined]
+            .order_by(col(DatasetVersion.created_at).desc(), col(DatasetVersion.id))
         )
         return [self._version_public(v, ds) for v in self.session.exec(stmt)]
 
@@ -308,7 +308,9 @@ class CatalogService:
             raise ValidationFailed(
                 f"content_hash: version {existing.id} already has this content",
                 errors=[
-                    FieldError("content_hash", "this content is already a version", "duplicate")
+                    FieldError(
+                        "content_hash", "this content is already a version", "duplicate"
+                    )
                 ],
                 code="duplicate_version",
             )
@@ -411,13 +413,14 @@ class CatalogService:
             )
         policy = RightsPolicy.model_validate(ds.policy)
         if policy.expires_at is not None and policy.expires_at <= utcnow():
-            raise ValidationFailed.for_field("policy.expires_at", "the policy has expired")
+            raise ValidationFailed.for_field(
+                "policy.expires_at", "the policy has expired"
+            )
 
     # -- search index ------------------------------------------------------------
 
     def _index(self, ds: Dataset) -> None:
-        org = self.session.get(Organisation, ds.organisation_id)
-        assert org is not None
+        org = self._provider(ds)
         summary = self._summary(ds, org)
         listed_at = ds.listed_at or utcnow()
         result = self.session.execute(
@@ -434,14 +437,19 @@ class CatalogService:
                 summary=summary.model_dump(mode="json"),
             )
         )
-        doc_id = result.inserted_primary_key[0]  # type: ignore[index]
+        doc_id = result.inserted_primary_key[0]  # type: ignore[attr-defined]
         if self.session.get_bind().dialect.name == "sqlite":
             self.session.execute(
                 text(
                     "INSERT INTO search_fts(rowid, title, keywords, description) "
                     "VALUES (:id, :t, :k, :d)"
                 ),
-                {"id": doc_id, "t": ds.title, "k": " ".join(ds.keywords), "d": ds.description},
+                {
+                    "id": doc_id,
+                    "t": ds.title,
+                    "k": " ".join(ds.keywords),
+                    "d": ds.description,
+                },
             )
         facets = {("theme", t) for t in ds.themes}
         facets |= {("kind", k) for k in ds.policy["permitted_kinds"]}
@@ -462,10 +470,16 @@ class CatalogService:
         ).first()
         if doc_id is None:
             return
-        self.session.execute(delete(SearchFacet).where(SearchFacet.doc_id == doc_id))  # type: ignore[arg-type]
+        self.session.execute(
+            delete(SearchFacet).where(col(SearchFacet.doc_id) == doc_id)
+        )
         if self.session.get_bind().dialect.name == "sqlite":
-            self.session.execute(text("DELETE FROM search_fts WHERE rowid = :id"), {"id": doc_id})
-        self.session.execute(delete(SearchDocument).where(SearchDocument.doc_id == doc_id))  # type: ignore[arg-type]
+            self.session.execute(
+                text("DELETE FROM search_fts WHERE rowid = :id"), {"id": doc_id}
+            )
+        self.session.execute(
+            delete(SearchDocument).where(col(SearchDocument.doc_id) == doc_id)
+        )
 
     def _index_changed(self, changed: bool) -> None:
         if changed and self._on_index_change is not None:
@@ -488,6 +502,12 @@ class CatalogService:
             "update_frequency": ds.update_frequency,
             "languages": ds.languages,
         }
+
+    def _provider(self, ds: Dataset) -> Organisation:
+        org = self.session.get(Organisation, ds.organisation_id)
+        if org is None:  # the foreign key makes this impossible
+            raise NotFound(f"provider of dataset {ds.id} not found")
+        return org
 
     def _live_version(self, ds: Dataset) -> DatasetVersion | None:
         if ds.live_version_id is None:
@@ -513,8 +533,7 @@ class CatalogService:
         )
 
     def _public(self, ds: Dataset) -> DatasetPublic:
-        org = self.session.get(Organisation, ds.organisation_id)
-        assert org is not None
+        org = self._provider(ds)
         live = self._live_version(ds)
         return DatasetPublic.model_validate(
             self._metadata(ds)

@@ -8,10 +8,11 @@ import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import timedelta
+from typing import ClassVar
 
 from sqlalchemy import func, update
 from sqlalchemy.exc import IntegrityError
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
 from marketplace import security
 from marketplace.errors import (
@@ -146,10 +147,14 @@ class IdentityService:
             raise ValidationFailed.for_field(
                 "roles", "the operator role cannot be requested at sign-up"
             )
-        org = self._new_org(data.organisation_name, data.country, data.roles, None, None)
+        org = self._new_org(
+            data.organisation_name, data.country, data.roles, None, None
+        )
         self.session.flush()
         user = self._new_user(org.id, data.email, data.display_name, data.password)
-        self._commit_unique("email", "that e-mail address or organisation name is taken")
+        self._commit_unique(
+            "email", "that e-mail address or organisation name is taken"
+        )
         return _org_public(org), UserPublic.model_validate(user, from_attributes=True)
 
     def _commit_unique(self, field_name: str, message: str) -> None:
@@ -184,14 +189,13 @@ class IdentityService:
     ) -> list[OrganisationPublic]:
         """Return all organisations, optionally of one status, oldest first."""
         stmt = select(Organisation).order_by(
-            Organisation.created_at,  # type: ignore[arg-type]
-            Organisation.id,  # type: ignore[arg-type]
+            col(Organisation.created_at), col(Organisation.id)
         )
         if status is not None:
             stmt = stmt.where(Organisation.status == status)
         return [_org_public(o) for o in self.session.exec(stmt)]
 
-    _MOVES: dict[OrganisationStatus, frozenset[OrganisationStatus]] = {
+    _MOVES: ClassVar[dict[OrganisationStatus, frozenset[OrganisationStatus]]] = {
         OrganisationStatus.PENDING: frozenset({OrganisationStatus.ADMITTED}),
         OrganisationStatus.ADMITTED: frozenset({OrganisationStatus.SUSPENDED}),
         OrganisationStatus.SUSPENDED: frozenset({OrganisationStatus.ADMITTED}),
@@ -238,7 +242,9 @@ class IdentityService:
     ) -> UserPublic:
         """Add a user to an organisation."""
         if len(password) < 12:
-            raise ValidationFailed.for_field("password", "must be at least 12 characters")
+            raise ValidationFailed.for_field(
+                "password", "must be at least 12 characters"
+            )
         self.get_organisation(org_id)
         user = self._new_user(org_id, email, display_name, password)
         self._commit_unique("email", f"a user with e-mail {email!r} exists")
@@ -270,7 +276,7 @@ class IdentityService:
         """Revoke a session token."""
         self.session.execute(
             update(UserSession)
-            .where(UserSession.token_hash == security.hash_token(token))  # type: ignore[arg-type]
+            .where(col(UserSession.token_hash) == security.hash_token(token))
             .values(revoked_at=utcnow())
         )
         self.session.commit()
@@ -288,7 +294,7 @@ class IdentityService:
             .where(
                 ApiKey.organisation_id == org_id,
                 ApiKey.name == name,
-                ApiKey.revoked_at.is_(None),  # type: ignore[union-attr]
+                col(ApiKey.revoked_at).is_(None),
             )
         ).one()
         if active:
@@ -312,7 +318,7 @@ class IdentityService:
         stmt = (
             select(ApiKey)
             .where(ApiKey.organisation_id == org_id)
-            .order_by(ApiKey.created_at.desc(), ApiKey.id)  # type: ignore[attr-defined]
+            .order_by(col(ApiKey.created_at).desc(), col(ApiKey.id))
         )
         return [_key_public(k) for k in self.session.exec(stmt)]
 
@@ -358,7 +364,7 @@ class IdentityService:
             return hit[0]
         row = self.session.exec(
             select(ApiKey, Organisation)
-            .join(Organisation, ApiKey.organisation_id == Organisation.id)  # type: ignore[arg-type]
+            .join(Organisation, col(ApiKey.organisation_id) == Organisation.id)
             .where(ApiKey.prefix == prefix)
         ).first()
         if row is None or not security.matches(token, row[0].key_hash):
@@ -371,7 +377,7 @@ class IdentityService:
         now = utcnow()
         if key.last_used_at is None or now - key.last_used_at > LAST_USED_RESOLUTION:
             self.session.execute(
-                update(ApiKey).where(ApiKey.id == key.id).values(last_used_at=now)  # type: ignore[arg-type]
+                update(ApiKey).where(col(ApiKey.id) == key.id).values(last_used_at=now)
             )
             self.session.commit()
         caller = Caller(
@@ -388,17 +394,21 @@ class IdentityService:
     def _authenticate_session(self, token: str) -> Caller:
         row = self.session.exec(
             select(UserSession, User, Organisation)
-            .join(User, UserSession.user_id == User.id)  # type: ignore[arg-type]
-            .join(Organisation, User.organisation_id == Organisation.id)  # type: ignore[arg-type]
+            .join(User, col(UserSession.user_id) == User.id)
+            .join(Organisation, col(User.organisation_id) == Organisation.id)
             .where(UserSession.token_hash == security.hash_token(token))
         ).first()
         if row is None:
             raise AuthenticationRequired("unknown session", code="invalid_credentials")
         sess, user, org = row
         if sess.revoked_at is not None:
-            raise AuthenticationRequired("this session was closed", code="credential_revoked")
+            raise AuthenticationRequired(
+                "this session was closed", code="credential_revoked"
+            )
         if sess.expires_at <= utcnow():
-            raise AuthenticationRequired("this session expired", code="credential_expired")
+            raise AuthenticationRequired(
+                "this session expired", code="credential_expired"
+            )
         return Caller(
             organisation_id=org.id,
             organisation_name=org.name,

@@ -29,7 +29,7 @@ from typing import Any
 
 import sqlalchemy as sa
 from pydantic import BaseModel, Field
-from sqlmodel import Session
+from sqlmodel import Session, col
 
 from marketplace.errors import ValidationFailed
 from marketplace.models import DatasetSummary, Organisation, SearchDocument, SearchFacet
@@ -48,7 +48,7 @@ FACETS = ("theme", "license", "kind", "provider", "price", "currency")
 _doc = SearchDocument.__table__  # type: ignore[attr-defined]
 _facet = SearchFacet.__table__  # type: ignore[attr-defined]
 _fts = sa.table("search_fts", sa.column("rowid"))
-_tsv = sa.literal_column("search_document.tsv")
+_tsv: sa.ColumnElement[Any] = sa.literal_column("search_document.tsv")
 _WORD = re.compile(r"\w+", re.UNICODE)
 
 
@@ -231,10 +231,14 @@ class SearchService:
         if query.words:
             if self.dialect == "sqlite":
                 from_ = _doc.join(_fts, _fts.c.rowid == _doc.c.doc_id)
-                conditions.append(sa.text("search_fts MATCH :fts").bindparams(
-                    fts=_fts5_query(query.words)
-                ))
-                rank = sa.literal_column("bm25(search_fts, 10.0, 5.0, 1.0)")
+                conditions.append(
+                    sa.text("search_fts MATCH :fts").bindparams(
+                        fts=_fts5_query(query.words)
+                    )
+                )
+                rank: sa.ColumnElement[Any] = sa.literal_column(
+                    "bm25(search_fts, 10.0, 5.0, 1.0)"
+                )
             else:
                 tsq = sa.func.websearch_to_tsquery(
                     sa.literal_column("'english'::regconfig"), " ".join(query.words)
@@ -268,7 +272,9 @@ class SearchService:
     def search(self, query: SearchQuery) -> SearchResults:
         """Run ``query`` and return one page with counts and the next cursor."""
         sort = query.sort or (SortOrder.RELEVANCE if query.words else SortOrder.NEWEST)
-        qhash = hashlib.sha256(f"{query.filters_key()}|{sort}".encode()).hexdigest()[:16]
+        qhash = hashlib.sha256(f"{query.filters_key()}|{sort}".encode()).hexdigest()[
+            :16
+        ]
         after = self._decode_cursor(query.cursor, qhash) if query.cursor else None
         matched = self._matched(query).subquery("m")
         key_cols = self._sort_columns(matched, sort)
@@ -309,9 +315,7 @@ class SearchService:
                 .join(matched, matched.c.doc_id == _facet.c.doc_id)
                 .group_by(_facet.c.facet, _facet.c.value)
             ).all()
-            labels = self._provider_labels(
-                [v for f, v, _ in rows if f == "provider"]
-            )
+            labels = self._provider_labels([v for f, v, _ in rows if f == "provider"])
             for f, v, n in sorted(rows, key=lambda r: (r[0], -r[2], r[1])):
                 facets.setdefault(f, []).append(
                     FacetCount(value=v, label=labels.get(v, v), count=n)
@@ -325,13 +329,13 @@ class SearchService:
         if not ids:
             return {}
         rows = self.session.execute(
-            sa.select(Organisation.id, Organisation.name).where(  # type: ignore[call-overload]
-                Organisation.id.in_([uuid.UUID(i) for i in ids])  # type: ignore[attr-defined]
+            sa.select(col(Organisation.id), col(Organisation.name)).where(
+                col(Organisation.id).in_([uuid.UUID(i) for i in ids])
             )
         ).all()
         return {str(i): n for i, n in rows}
 
-    # -- ordering and cursors -----------------------------------------------------------
+    # -- ordering and cursors ----------------------------------------------------
 
     @staticmethod
     def _sort_columns(m: sa.Subquery, sort: SortOrder) -> list[Any]:
@@ -382,7 +386,9 @@ class SearchService:
         except (ValueError, KeyError, TypeError):
             ok = False
         if not ok:
-            raise ValidationFailed.for_field("cursor", "is not a cursor returned by search")
+            raise ValidationFailed.for_field(
+                "cursor", "is not a cursor returned by search"
+            )
         if data.get("h") != qhash:
             raise ValidationFailed.for_field(
                 "cursor", "belongs to a different query or sort order"

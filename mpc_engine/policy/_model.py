@@ -14,7 +14,7 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 _NAME = r"^[a-z][a-z0-9_]{0,62}$"
-_TOKEN = r"^[a-z][a-z0-9_-]{1,47}$"
+_TOKEN = r"^[a-z][a-z0-9_-]{1,47}$"  # noqa: S105 - a regex, not a secret
 
 ColumnName = Annotated[str, Field(pattern=_NAME, description="A column name.")]
 Token = Annotated[
@@ -45,7 +45,7 @@ class Sensitivity(StrEnum):
     PUBLIC = "public"
 
 
-class PolicyContradictions(ValueError):  # noqa: N818 - a ValueError for pydantic
+class PolicyContradictions(ValueError):
     """Raised when a policy's fields contradict each other.
 
     ``issues`` holds ``(field, reason)`` pairs so the API can report each field.
@@ -87,9 +87,7 @@ class ColumnBounds(BaseModel):
         if not (math.isfinite(self.lower) and math.isfinite(self.upper)):
             raise ValueError("bounds must be finite numbers")
         if self.lower >= self.upper:
-            raise ValueError(
-                f"lower ({self.lower}) must be below upper ({self.upper})"
-            )
+            raise ValueError(f"lower ({self.lower}) must be below upper ({self.upper})")
         return self
 
 
@@ -162,8 +160,8 @@ class RightsPolicy(BaseModel):
         """Return the canonical JSON form: sorted keys, no spaces, UTC times."""
         data = self.model_dump(mode="json")
         if self.expires_at is not None:
-            data["expires_at"] = (
-                self.expires_at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+            data["expires_at"] = self.expires_at.astimezone(UTC).strftime(
+                "%Y-%m-%dT%H:%M:%SZ"
             )
         return json.dumps(data, sort_keys=True, separators=(",", ":"))
 
@@ -223,7 +221,10 @@ def _contradictions(p: RightsPolicy) -> Iterable[tuple[str, str]]:
             f"empty, but {', '.join(sorted(needs_columns))} need columns to compute on",
         )
     for name in sorted(set(p.column_bounds) - set(p.permitted_columns)):
-        yield (f"column_bounds.{name}", "bounds given for a column that is not permitted")
+        yield (
+            f"column_bounds.{name}",
+            "bounds given for a column that is not permitted",
+        )
 
 
 @dataclass(frozen=True)
@@ -256,7 +257,10 @@ def check_against_schema(
         col = by_name.get(name)
         if col is None:
             issues.append((f"join_keys.{name}", "no such column in the schema"))
-        elif col.sensitivity not in (Sensitivity.IDENTIFIER, Sensitivity.QUASI_IDENTIFIER):
+        elif col.sensitivity not in (
+            Sensitivity.IDENTIFIER,
+            Sensitivity.QUASI_IDENTIFIER,
+        ):
             issues.append(
                 (
                     f"join_keys.{name}",
@@ -267,7 +271,9 @@ def check_against_schema(
     for name in policy.column_bounds:
         col = by_name.get(name)
         if col is not None and not col.numeric:
-            issues.append((f"column_bounds.{name}", "bounds apply to numeric columns only"))
+            issues.append(
+                (f"column_bounds.{name}", "bounds apply to numeric columns only")
+            )
     if ComputationKind.AGGREGATE in policy.permitted_kinds:
         for name in policy.permitted_columns:
             col = by_name.get(name)
@@ -280,4 +286,3 @@ def check_against_schema(
                     )
                 )
     return issues
-

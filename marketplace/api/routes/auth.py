@@ -76,10 +76,15 @@ def log_in(
 def log_out(caller: AnyCaller, identity: IdentityDep, request: Request) -> Response:
     """Close the current session (API keys are revoked through /v1/api-keys)."""
     auth = request.headers.get("authorization", "")
-    token = HTTPAuthorizationCredentials(scheme="Bearer", credentials=auth[7:]).credentials
+    token = HTTPAuthorizationCredentials(
+        scheme="Bearer", credentials=auth[7:]
+    ).credentials
     if caller.credential == "session":
-        identity.logout(token if auth.lower().startswith("bearer ") else
-                        request.cookies.get(SESSION_COOKIE, ""))
+        identity.logout(
+            token
+            if auth.lower().startswith("bearer ")
+            else request.cookies.get(SESSION_COOKIE, "")
+        )
     response = Response(status_code=204)
     response.delete_cookie(SESSION_COOKIE)
     return response

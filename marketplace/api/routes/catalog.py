@@ -20,7 +20,9 @@ Searcher = Annotated[Caller, allow(Role.BUYER, Role.OPERATOR, Role.REGULATOR)]
 def search_catalog(
     caller: Searcher,
     search: SearchDep,
-    q: Annotated[str | None, Query(max_length=200, description="Words to find.")] = None,
+    q: Annotated[
+        str | None, Query(max_length=200, description="Words to find.")
+    ] = None,
     theme: Annotated[list[str], Query(max_length=20)] = [],  # noqa: B006
     license: Annotated[list[str], Query(max_length=20)] = [],  # noqa: B006
     kind: Annotated[list[str], Query(max_length=20)] = [],  # noqa: B006

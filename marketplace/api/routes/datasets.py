@@ -53,7 +53,9 @@ def list_my_datasets(
 
 
 @router.get("/{dataset_id}", operation_id="get_dataset")
-def get_dataset(dataset_id: uuid.UUID, caller: Reader, catalog: CatalogDep) -> DatasetPublic:
+def get_dataset(
+    dataset_id: uuid.UUID, caller: Reader, catalog: CatalogDep
+) -> DatasetPublic:
     """Return a dataset: listed ones to everyone admitted, others to their owner."""
     return catalog.get(caller, dataset_id)
 
@@ -74,9 +76,14 @@ def list_dataset_versions(
     return catalog.list_versions(caller, dataset_id)
 
 
-@router.post("/{dataset_id}/versions", status_code=201, operation_id="create_dataset_version")
+@router.post(
+    "/{dataset_id}/versions", status_code=201, operation_id="create_dataset_version"
+)
 def create_dataset_version(
-    dataset_id: uuid.UUID, body: DatasetVersionCreate, caller: Provider, catalog: CatalogDep
+    dataset_id: uuid.UUID,
+    body: DatasetVersionCreate,
+    caller: Provider,
+    catalog: CatalogDep,
 ) -> DatasetVersionPublic:
     """Record a new content version (by content hash)."""
     return catalog.add_version(caller, dataset_id, body)

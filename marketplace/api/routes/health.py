@@ -27,6 +27,10 @@ async def health(request: Request) -> Health:
         db = state.db.dialect
     except Exception:  # noqa: BLE001 - reported, not raised
         db = "unavailable"
-    kv = ("redis" if state.settings.redis_url else "memory") if await state.kv.ping() else "unavailable"
+    kv = (
+        ("redis" if state.settings.redis_url else "memory")
+        if await state.kv.ping()
+        else "unavailable"
+    )
     ok = "unavailable" not in (db, kv)
     return Health(status="ok" if ok else "degraded", database=db, kv=kv)

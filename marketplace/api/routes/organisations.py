@@ -101,7 +101,9 @@ def create_api_key(
     body: ApiKeyCreate, caller: Member, identity: IdentityDep
 ) -> ApiKeyCreated:
     """Issue an API key; its secret is in this response only."""
-    return identity.create_api_key(caller.organisation_id, body.name, user_id=caller.user_id)
+    return identity.create_api_key(
+        caller.organisation_id, body.name, user_id=caller.user_id
+    )
 
 
 @router.delete("/api-keys/{key_id}", operation_id="revoke_api_key")
