@@ -198,10 +198,12 @@ class WeightedGen(_Gen):
 
 
 class IdentifierGen(_Gen):
-    """Unique values: numbers drawn without replacement from
-    ``[start, start + rows·spread)``, formatted with ``template`` (``{n}``) for
-    string columns. ``spread > 1`` leaves gaps, so two parties' sequences overlap
-    only in part (useful for PSI demos)."""
+    """Unique values, for identifier columns.
+
+    Numbers are drawn without replacement from ``[start, start + rows·spread)`` and
+    formatted with ``template`` (``{n}``) for string columns. ``spread > 1`` leaves
+    gaps, so two parties' sequences overlap only in part (useful for PSI demos).
+    """
 
     kind: Literal["identifier"] = "identifier"
     template: str | None = Field(default=None, max_length=100)
@@ -374,9 +376,7 @@ def load_catalog() -> SampleCatalog:
         or its generation settings do not fit its columns.
     """
     text = (
-        resources.files(__name__)
-        .joinpath(CATALOG_RESOURCE)
-        .read_text(encoding="utf-8")
+        resources.files(__name__).joinpath(CATALOG_RESOURCE).read_text(encoding="utf-8")
     )
     raw = _RawCatalog.model_validate_json(text)
     providers = tuple(
@@ -453,7 +453,9 @@ def _check_sample(sample: SampleDataset) -> None:
         if col.sensitivity is Sensitivity.IDENTIFIER and not isinstance(
             gen, IdentifierGen
         ):
-            raise ValueError(f"{where}: identifier columns need an identifier generator")
+            raise ValueError(
+                f"{where}: identifier columns need an identifier generator"
+            )
         _check_kind(sample, col, gen, where)
         refs: list[str] = []
         if isinstance(gen, LinearGen | LogisticGen):
@@ -462,7 +464,10 @@ def _check_sample(sample: SampleDataset) -> None:
                 ref_col = columns.get(ref)
                 if ref_col is None:
                     continue
-                categorical = ref_col.type in (ColumnType.CATEGORICAL, ColumnType.STRING)
+                categorical = ref_col.type in (
+                    ColumnType.CATEGORICAL,
+                    ColumnType.STRING,
+                )
                 if isinstance(coef, dict) != categorical:
                     raise ValueError(
                         f"{where}: coefficient of {ref!r} must be "
@@ -492,7 +497,13 @@ def _check_kind(
         if not kind.numeric:
             raise ValueError(f"{where}: {gen.kind} needs a numeric column")
         low, high = _limits(sample, col, gen)
-        if low > high or (kind is ColumnType.INTEGER and math.ceil(low) > math.floor(high)):
+        no_integer = (
+            kind is ColumnType.INTEGER
+            and math.isfinite(low)
+            and math.isfinite(high)
+            and math.ceil(low) > math.floor(high)
+        )
+        if low > high or no_integer:
             raise ValueError(f"{where}: min/max leave no value within the bounds")
     elif isinstance(gen, BernoulliGen | LogisticGen):
         if kind is not ColumnType.BOOLEAN:
@@ -502,7 +513,9 @@ def _check_kind(
         if cats is None:
             raise ValueError(f"{where}: a categorical column needs categories")
         if len(gen.weights) != len(cats):
-            raise ValueError(f"{where}: {len(gen.weights)} weights for {len(cats)} values")
+            raise ValueError(
+                f"{where}: {len(gen.weights)} weights for {len(cats)} values"
+            )
     elif isinstance(gen, IdentifierGen):
         if kind not in (ColumnType.STRING, ColumnType.INTEGER):
             raise ValueError(f"{where}: identifiers must be string or integer columns")
@@ -543,7 +556,9 @@ def _generator_for(sample: SampleDataset, col: ColumnSpec) -> AnyGenerator:
         return TemporalGen()
     cats = sample.categories.get(col.name)
     if cats is None:
-        raise ValueError(f"categories.{col.name}: missing for a {col.type.value} column")
+        raise ValueError(
+            f"categories.{col.name}: missing for a {col.type.value} column"
+        )
     return WeightedGen(weights=[1.0] * len(cats))
 
 
@@ -605,15 +620,15 @@ def generate_rows(sample: SampleDataset) -> list[dict[str, object]]:
         If the sample's generation settings do not fit its schema.
     """
     _check_sample(sample)
-    rng = random.Random(sample.seed)
+    rng = random.Random(sample.seed)  # noqa: S311 - synthetic data, not secrets
     rows: list[dict[str, object]] = [{} for _ in range(sample.rows)]
     for col in sample.body.columns:
         gen = _generator_for(sample, col)
         if isinstance(gen, IdentifierGen):
-            for row, n in zip(rows, _identifiers(gen, sample.rows, rng), strict=True):
-                row[col.name] = n if gen.template is None and col.type.numeric else (
-                    (gen.template or f"{col.name}-{{n}}").format(n=n)
-                )
+            template = gen.template or f"{col.name}-{{n}}"
+            numbers = _identifiers(gen, sample.rows, rng)
+            for row, n in zip(rows, numbers, strict=True):
+                row[col.name] = n if col.type.numeric else template.format(n=n)
             continue
         for row in rows:
             if gen.null_rate > 0 and rng.random() < gen.null_rate:
@@ -638,7 +653,8 @@ def _draw(
         case BernoulliGen():
             return rng.random() < gen.p
         case LogisticGen():
-            z = max(-50.0, min(50.0, gen.intercept + _weighted_sum(gen.coefficients, row)))
+            z = gen.intercept + _weighted_sum(gen.coefficients, row)
+            z = max(-50.0, min(50.0, z))
             return rng.random() < 1.0 / (1.0 + math.exp(-z))
         case WeightedGen():
             return rng.choices(sample.categories[col.name], weights=gen.weights)[0]
@@ -665,8 +681,13 @@ def _draw_bounded(
         value = _draw_number(gen, row, rng)
     value = min(max(value, low), high)
     if col.type is ColumnType.INTEGER:
-        return min(max(round(value), math.ceil(low)), math.floor(high))
-    scale = 10 ** _decimals(sample, col)
+        whole = round(value)
+        if math.isfinite(low):
+            whole = max(whole, math.ceil(low))
+        if math.isfinite(high):
+            whole = min(whole, math.floor(high))
+        return whole
+    scale = 10.0 ** _decimals(sample, col)
     rounded = round(value * scale) / scale
     if rounded > high:
         rounded = math.floor(high * scale) / scale
@@ -736,7 +757,8 @@ def _draw_temporal(
     sample: SampleDataset, col: ColumnSpec, gen: TemporalGen, rng: random.Random
 ) -> date | datetime:
     start, end = _span(sample, gen)
-    assert start is not None and end is not None  # checked by _check_sample
+    if start is None or end is None:  # pragma: no cover - checked by _check_sample
+        raise ValueError(f"generators.{col.name}: no start/end for dates")
     day = start + timedelta(days=rng.randrange((end - start).days + 1))
     if col.type is ColumnType.DATE:
         return day
@@ -744,9 +766,8 @@ def _draw_temporal(
         hour = rng.choices(range(24), weights=gen.hour_weights)[0]
     else:
         hour = rng.randrange(24)
-    return datetime(
-        day.year, day.month, day.day, hour, rng.randrange(60), rng.randrange(60), tzinfo=UTC
-    )
+    minute, second = rng.randrange(60), rng.randrange(60)
+    return datetime(day.year, day.month, day.day, hour, minute, second, tzinfo=UTC)
 
 
 # --------------------------------------------------------------------------- CSV
@@ -784,7 +805,7 @@ def _csv_bytes(sample: SampleDataset, rows: Sequence[Mapping[str, object]]) -> b
 def write_csv(sample: SampleDataset, path: str | os.PathLike[str]) -> str:
     """Generate the sample's rows and write them to ``path`` as CSV.
 
-    The header holds the column names in schema order; lines end in ``"\\n"``;
+    The header holds the column names in schema order; lines end in LF;
     booleans are ``true``/``false``, nulls empty, floats fixed-point, dates ISO 8601
     and timestamps UTC (``...Z``). The same seed always gives the same bytes.
 
