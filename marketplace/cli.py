@@ -119,6 +119,7 @@ def _identity(settings: Settings) -> IdentityService:
     from sqlmodel import Session
 
     from marketplace.db import Database
+    from marketplace.services.identity import IdentityService
 
     db = Database.from_url(settings.effective_database_url)
     db.upgrade()

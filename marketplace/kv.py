@@ -263,7 +263,8 @@ class RedisStore:
 
     async def close(self) -> None:
         """Close the pool."""
-        await self.client.aclose()
+        # The client does not own a pool passed to it, so close the pool explicitly.
+        await self.client.aclose(close_connection_pool=True)
 
 
 def open_store(redis_url: str | None, *, namespace: str = "veilx") -> KeyValueStore:

@@ -102,7 +102,8 @@ def validation_errors(errors: Sequence[Any]) -> list[FieldError]:
     out: list[FieldError] = []
     for err in errors:
         loc = list(err.get("loc", ()))
-        base = _field_name(loc)
+        # A JSON syntax error is located by character offset, not by field.
+        base = "body" if err.get("type") == "json_invalid" else _field_name(loc)
         ctx_error = (err.get("ctx") or {}).get("error")
         issues = getattr(ctx_error, "issues", None)
         if issues:
@@ -169,11 +170,19 @@ def install_problem_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> Response:
-        log.exception("unhandled error on %s %s", request.method, request.url.path)
+        # Sent outside the request-id middleware, so tag the response here.
+        rid = getattr(request.state, "request_id", None)
+        log.exception(
+            "unhandled error on %s %s (request %s)",
+            request.method,
+            request.url.path,
+            rid,
+        )
         return problem_response(
             500,
             "internal_error",
             "Internal error",
             "the server failed to handle this request; it has been logged",
             instance=request.url.path,
+            headers={"X-Request-Id": rid} if rid else None,
         )

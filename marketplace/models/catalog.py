@@ -99,7 +99,7 @@ class ColumnSpec(SQLModel):
 
     model_config = SQLModelConfig(extra="forbid")
 
-    name: str = Field(regex=r"^[a-z][a-z0-9_]{0,62}$")
+    name: str = Field(schema_extra={"pattern": r"^[a-z][a-z0-9_]{0,62}$"})
     type: ColumnType
     sensitivity: Sensitivity
     unit: str | None = Field(default=None, max_length=40)
@@ -107,10 +107,14 @@ class ColumnSpec(SQLModel):
     nullable: bool = False
 
 
-Keyword = Annotated[str, Field(min_length=2, max_length=40, regex=r"^[\w][\w \-]*$")]
-Country = Annotated[str, Field(regex=r"^[A-Z]{2}$")]
-Language = Annotated[str, Field(regex=r"^[a-z]{2}$")]
-License = Annotated[str, Field(regex=r"^[A-Za-z0-9.+-]{2,40}$")]
+# SQLModel's ``regex=`` is silently ignored under pydantic 2; pass ``pattern``.
+Keyword = Annotated[
+    str,
+    Field(min_length=2, max_length=40, schema_extra={"pattern": r"^[\w][\w \-]*$"}),
+]
+Country = Annotated[str, Field(schema_extra={"pattern": r"^[A-Z]{2}$"})]
+Language = Annotated[str, Field(schema_extra={"pattern": r"^[a-z]{2}$"})]
+License = Annotated[str, Field(schema_extra={"pattern": r"^[A-Za-z0-9.+-]{2,40}$"})]
 
 
 class DatasetMetadata(SQLModel):
@@ -245,7 +249,8 @@ class DatasetVersionCreate(SQLModel):
     model_config = SQLModelConfig(extra="forbid")
 
     content_hash: str = Field(
-        regex=r"^[0-9a-f]{64}$", description="SHA-256 of the content, hex."
+        schema_extra={"pattern": r"^[0-9a-f]{64}$"},
+        description="SHA-256 of the content, hex.",
     )
     row_count: int = Field(ge=0, le=10**13)
     byte_size: int = Field(ge=0, le=10**16)

@@ -52,7 +52,8 @@ class OrganisationBase(SQLModel):
 
     name: str = Field(min_length=2, max_length=120)
     country: str = Field(
-        regex=r"^[A-Z]{2}$", description="ISO 3166-1 alpha-2 code of the seat."
+        schema_extra={"pattern": r"^[A-Z]{2}$"},
+        description="ISO 3166-1 alpha-2 code of the seat.",
     )
     website: str | None = Field(default=None, max_length=300)
 
@@ -102,7 +103,7 @@ class SignUp(SQLModel):
     """Self-service sign-up: a new organisation (pending) and its first user."""
 
     organisation_name: str = Field(min_length=2, max_length=120)
-    country: str = Field(regex=r"^[A-Z]{2}$")
+    country: str = Field(schema_extra={"pattern": r"^[A-Z]{2}$"})
     roles: list[Role] = Field(min_length=1)
     email: EmailStr
     display_name: str = Field(min_length=1, max_length=120)
@@ -156,7 +157,9 @@ class UserSession(SQLModel, table=True):
 class ApiKeyCreate(SQLModel):
     """A request for a new API key."""
 
-    name: str = Field(min_length=1, max_length=80, regex=r"^[\w .:/-]+$")
+    name: str = Field(
+        min_length=1, max_length=80, schema_extra={"pattern": r"^[\w .:/-]+$"}
+    )
 
 
 class ApiKey(SQLModel, table=True):

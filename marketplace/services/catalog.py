@@ -13,6 +13,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
+from pydantic import ValidationError
 from sqlalchemy import delete, insert, text
 from sqlmodel import Session, col, select
 
@@ -249,8 +250,16 @@ class CatalogService:
                     "pricing_plan": plan.model_dump(),
                 }
             )
-        except ValueError as exc:
-            raise ValidationFailed(f"the updated dataset is invalid: {exc}") from exc
+        except ValidationError as exc:
+            issues = [
+                FieldError(".".join(str(p) for p in e["loc"]) or "body", e["msg"])
+                for e in exc.errors()
+            ]
+            raise ValidationFailed(
+                "the updated dataset is invalid: "
+                + "; ".join(f"{i.field}: {i.message}" for i in issues),
+                errors=issues,
+            ) from exc
         self._check_policy(policy, columns)
         for name in (
             "title",

@@ -359,12 +359,37 @@ class SearchService:
 
     def _after(self, cols: list[Any], sort: SortOrder, after: list[Any]) -> Any:
         first, doc = cols
-        value, last_doc = after
-        if sort is SortOrder.NEWEST:
-            value = datetime.fromisoformat(value)
+        value, last_doc = self._cursor_key(sort, after)
         if self._descending(sort):
             return sa.or_(first < value, sa.and_(first == value, doc < last_doc))
         return sa.or_(first > value, sa.and_(first == value, doc > last_doc))
+
+    @staticmethod
+    def _cursor_key(sort: SortOrder, key: list[Any]) -> tuple[Any, int]:
+        """Check a decoded key's types against the sort order, parsing dates.
+
+        A tampered cursor must be refused with 422, not reach the database.
+        """
+        value, last_doc = key
+        ok = not isinstance(last_doc, bool) and abs(last_doc) < 2**63
+        if sort is SortOrder.NEWEST:
+            try:
+                value = datetime.fromisoformat(value)
+                ok = ok and value.utcoffset() is not None
+            except (TypeError, ValueError):
+                ok = False
+        elif sort is SortOrder.TITLE:
+            ok = ok and isinstance(value, str)
+        elif sort is SortOrder.RELEVANCE:
+            ok = ok and isinstance(value, (int, float)) and not isinstance(value, bool)
+            ok = ok and abs(value) < 1e300
+        else:
+            ok = ok and type(value) is int and abs(value) < 2**63
+        if not ok:
+            raise ValidationFailed.for_field(
+                "cursor", "is not a cursor returned by search"
+            )
+        return value, last_doc
 
     @staticmethod
     def _encode_cursor(qhash: str, key: list[Any]) -> str:

@@ -10,11 +10,15 @@ def test_list_and_search(client: TestClient, db: Database) -> None:
     buyer = create_random_org(db, Role.BUYER)
     ds = create_random_listed_dataset(client, provider)
     assert ds["status"] == "listed"
-    r = client.get("/v1/catalog/search", params={"q": "hospital"}, headers=buyer.headers)
+    r = client.get(
+        "/v1/catalog/search", params={"q": "hospital"}, headers=buyer.headers
+    )
     assert r.status_code == 200, r.text
     body = r.json()
     assert body["total"] == 1
     assert body["items"][0]["id"] == ds["id"]
     assert {f["value"] for f in body["facets"]["theme"]} == {"health"}
-    r = client.get("/v1/catalog/search", params={"q": "nothingmatches"}, headers=buyer.headers)
+    r = client.get(
+        "/v1/catalog/search", params={"q": "nothingmatches"}, headers=buyer.headers
+    )
     assert r.json()["total"] == 0

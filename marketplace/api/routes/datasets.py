@@ -56,7 +56,12 @@ def list_my_datasets(
 def get_dataset(
     dataset_id: uuid.UUID, caller: Reader, catalog: CatalogDep
 ) -> DatasetPublic:
-    """Return a dataset: listed ones to everyone admitted, others to their owner."""
+    """Return a dataset.
+
+    Listed datasets are visible to any caller that is not suspended; drafts and
+    suspended or delisted ones only to their owner, the operator and the
+    regulator (to anyone else they are not found).
+    """
     return catalog.get(caller, dataset_id)
 
 
