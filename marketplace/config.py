@@ -35,6 +35,7 @@ class Settings(BaseSettings):
     data_dir: Path = Field(default_factory=_default_data_dir)
     database_url: str | None = None
     redis_url: str | None = None
+    redis_namespace: str = Field(default="veilx", pattern=r"^[A-Za-z0-9_.-]{1,64}$")
     secret_key: str = "dev-secret"  # noqa: S105 - rejected outside development
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=1, le=65535)

@@ -49,7 +49,7 @@ def create_app(
     """
     settings = settings or get_settings()
     db = db or Database.from_url(settings.effective_database_url)
-    kv = kv or open_store(settings.redis_url)
+    kv = kv or open_store(settings.redis_url, namespace=settings.redis_namespace)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

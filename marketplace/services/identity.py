@@ -150,7 +150,14 @@ class IdentityService:
         org = self._new_org(
             data.organisation_name, data.country, data.roles, None, None
         )
-        self.session.flush()
+        try:
+            self.session.flush()
+        except IntegrityError as exc:  # the name is taken: 409, not 500
+            self.session.rollback()
+            raise Conflict(
+                f"an organisation named {data.organisation_name!r} exists",
+                code="duplicate_name",
+            ) from exc
         user = self._new_user(org.id, data.email, data.display_name, data.password)
         self._commit_unique(
             "email", "that e-mail address or organisation name is taken"
