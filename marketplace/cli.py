@@ -237,7 +237,20 @@ def revoke_key(
 def main() -> None:
     """Entry point of the ``veilx`` console script."""
     try:
-        app()
+        code = app(standalone_mode=False)
+    except typer.Exit as exc:
+        sys.exit(exc.exit_code)
+    except typer.Abort:
+        err_console.print("veilx: error: aborted", markup=False)
+        sys.exit(1)
+    except typer.TyperException as exc:  # usage errors: missing option, bad value
+        message = exc.format_message() if hasattr(exc, "format_message") else str(exc)
+        ctx = getattr(exc, "ctx", None)
+        where = f" ({ctx.command_path})" if ctx is not None else ""
+        err_console.print(
+            f"veilx: error: {message}{where}; see --help", markup=False, highlight=False
+        )
+        sys.exit(2)
     except VeilxError as exc:
         err_console.print(f"veilx: error: {exc.detail}", markup=False, highlight=False)
         sys.exit(2)
@@ -246,3 +259,4 @@ def main() -> None:
         loc = ".".join(str(p) for p in first["loc"])
         err_console.print(f"veilx: error: {loc}: {first['msg']}", markup=False)
         sys.exit(2)
+    sys.exit(code if isinstance(code, int) else 0)

@@ -172,6 +172,9 @@ def reference_price_minor(plan: AnyPlan) -> int:
             )
         case PrivacyPriced():
             eps: float = plan.reference_epsilon**plan.exponent
-            return plan.base_price_minor + math.ceil(plan.price_per_epsilon_minor * eps)
+            variable = plan.price_per_epsilon_minor * eps
+            # Float noise (100 × 0.07 = 7.000000000000001) must not round a whole
+            # amount up a unit; that would also break subadditivity.
+            return plan.base_price_minor + math.ceil(variable * (1 - 1e-15))
         case VolumeTiered():
             return plan.tiers[0].price_per_query_minor

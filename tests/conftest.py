@@ -29,7 +29,9 @@ from marketplace.config import Settings
 from marketplace.db import Database
 from marketplace.kv import KeyValueStore, MemoryStore, RedisStore
 
-PG_URL = os.environ.get("VEILX_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
+PG_URL = os.environ.get(
+    "VEILX_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test"
+)
 REDIS_URL = os.environ.get("VEILX_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 REQUIRE = os.environ.get("VEILX_REQUIRE_SERVICES") == "1"
 TEST_SECRET = "test-secret-0123456789abcdefghijklmnopqrstuvwxyz"
@@ -37,7 +39,9 @@ TEST_SECRET = "test-secret-0123456789abcdefghijklmnopqrstuvwxyz"
 
 def service_unavailable(what: str, why: object) -> None:
     """Skip (or fail, when services are required) because ``what`` is down."""
-    message = f"{what} is not reachable ({why}); start it or unset VEILX_REQUIRE_SERVICES"
+    message = (
+        f"{what} is not reachable ({why}); start it or unset VEILX_REQUIRE_SERVICES"
+    )
     if REQUIRE:
         pytest.fail(f"VEILX_REQUIRE_SERVICES=1 but {message}")
     pytest.skip(f"{what} not reachable here ({why})")
@@ -84,7 +88,7 @@ def _empty(db: Database) -> None:
         if db.dialect == "sqlite":
             conn.execute(text("DELETE FROM search_fts"))
             for t in tables:
-                conn.execute(text(f'DELETE FROM "{t}"'))
+                conn.execute(text(f'DELETE FROM "{t}"'))  # noqa: S608 - model table names
         else:
             conn.execute(text("TRUNCATE " + ", ".join(f'"{t}"' for t in tables)))
 

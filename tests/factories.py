@@ -41,7 +41,9 @@ def create_random_org(
     with db.session() as session:
         identity = IdentityService(session)
         org = identity.create_organisation(
-            OrganisationCreate(name=name, country="DE", roles=list(roles or (Role.BUYER,))),
+            OrganisationCreate(
+                name=name, country="DE", roles=list(roles or (Role.BUYER,))
+            ),
             status=status,
         )
         key = identity.create_api_key(org.id, "test").secret
@@ -61,14 +63,32 @@ _BASE_DATASET: dict[str, Any] = {
     "update_frequency": "monthly",
     "languages": ["en", "de"],
     "columns": [
-        {"name": "patient_id", "type": "string", "sensitivity": "identifier",
-         "description": "Pseudonymous patient id"},
-        {"name": "age", "type": "integer", "sensitivity": "quasi_identifier",
-         "unit": "years", "description": "Age at admission"},
-        {"name": "region", "type": "categorical", "sensitivity": "public",
-         "description": "Federal state"},
-        {"name": "cost", "type": "float", "sensitivity": "sensitive", "unit": "EUR",
-         "description": "Treatment cost"},
+        {
+            "name": "patient_id",
+            "type": "string",
+            "sensitivity": "identifier",
+            "description": "Pseudonymous patient id",
+        },
+        {
+            "name": "age",
+            "type": "integer",
+            "sensitivity": "quasi_identifier",
+            "unit": "years",
+            "description": "Age at admission",
+        },
+        {
+            "name": "region",
+            "type": "categorical",
+            "sensitivity": "public",
+            "description": "Federal state",
+        },
+        {
+            "name": "cost",
+            "type": "float",
+            "sensitivity": "sensitive",
+            "unit": "EUR",
+            "description": "Treatment cost",
+        },
     ],
     "policy": {
         "permitted_kinds": ["aggregate", "psi"],
@@ -80,11 +100,16 @@ _BASE_DATASET: dict[str, Any] = {
         "min_group_size": 10,
         "budget_per_buyer": {"epsilon": 1.0, "delta": 1e-6},
         "budget_per_dataset": {"epsilon": 10.0, "delta": 1e-5},
-        "column_bounds": {"age": {"lower": 0, "upper": 110},
-                          "cost": {"lower": 0, "upper": 100000}},
+        "column_bounds": {
+            "age": {"lower": 0, "upper": 110},
+            "cost": {"lower": 0, "upper": 100000},
+        },
     },
-    "pricing_plan": {"kind": "fixed_per_query", "currency": "EUR",
-                     "price_per_query_minor": 2500},
+    "pricing_plan": {
+        "kind": "fixed_per_query",
+        "currency": "EUR",
+        "price_per_query_minor": 2500,
+    },
 }
 
 
@@ -106,15 +131,25 @@ def version_body(seed: str | None = None) -> dict[str, Any]:
     }
 
 
-def create_random_listed_dataset(client: Any, provider: Party, **overrides: Any) -> dict[str, Any]:
+def create_random_listed_dataset(
+    client: Any, provider: Party, **overrides: Any
+) -> dict[str, Any]:
     """Create, version and list a dataset through the API; return its JSON."""
-    r = client.post("/v1/datasets", json=dataset_body(**overrides), headers=provider.headers)
+    r = client.post(
+        "/v1/datasets", json=dataset_body(**overrides), headers=provider.headers
+    )
     assert r.status_code == 201, r.text
     ds = r.json()
-    r = client.post(f"/v1/datasets/{ds['id']}/versions", json=version_body(), headers=provider.headers)
+    r = client.post(
+        f"/v1/datasets/{ds['id']}/versions",
+        json=version_body(),
+        headers=provider.headers,
+    )
     assert r.status_code == 201, r.text
     r = client.post(
-        f"/v1/datasets/{ds['id']}/transitions", json={"to": "listed"}, headers=provider.headers
+        f"/v1/datasets/{ds['id']}/transitions",
+        json={"to": "listed"},
+        headers=provider.headers,
     )
     assert r.status_code == 200, r.text
     return dict(r.json())

@@ -110,7 +110,7 @@ def validation_errors(errors: Sequence[Any]) -> list[FieldError]:
             prefix = base + "." if base and base != "body" else ""
             out.extend(FieldError(prefix + f, m, "contradiction") for f, m in issues)
             continue
-        # A discriminated union puts the tag in the location; keep it readable.
+        # A discriminated union keeps its tag in the location: pricing_plan.metered.x
         message = str(err.get("msg", "invalid"))
         out.append(FieldError(base or "body", message, str(err.get("type", "invalid"))))
     return out

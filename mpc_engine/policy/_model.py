@@ -147,7 +147,8 @@ class RightsPolicy(BaseModel):
     def _aware(cls, value: datetime | None) -> datetime | None:
         if value is not None and value.utcoffset() is None:
             raise ValueError("must include a time zone (e.g. 2027-01-01T00:00:00Z)")
-        return value
+        # Whole seconds in UTC: the stored form is exactly the hashed form.
+        return value.astimezone(UTC).replace(microsecond=0) if value else value
 
     @model_validator(mode="after")
     def _consistent(self) -> RightsPolicy:
