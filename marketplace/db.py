@@ -30,8 +30,13 @@ def make_engine(url: str, *, pool_size: int = 10) -> Engine:
     if parsed.get_backend_name() == "sqlite":
         if parsed.database and parsed.database != ":memory:":
             Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+        kwargs: dict[str, Any] = {}
+        if parsed.database and parsed.database != ":memory:":
+            # A fixed pool: reconnecting (and re-running the pragmas) per request
+            # costs more than the query.
+            kwargs = {"pool_size": pool_size, "max_overflow": pool_size}
         engine = create_engine(
-            url, connect_args={"check_same_thread": False, "timeout": 30}
+            url, connect_args={"check_same_thread": False, "timeout": 30}, **kwargs
         )
 
         @event.listens_for(engine, "connect")

@@ -83,7 +83,12 @@ def postgresql_db(pg_schema_url: str) -> Iterator[Database]:
 
 
 def _empty(db: Database) -> None:
-    tables = [t.name for t in reversed(SQLModel.metadata.sorted_tables)]
+    # search_meta keeps its row; bumping the generation voids any cached search.
+    tables = [
+        t.name
+        for t in reversed(SQLModel.metadata.sorted_tables)
+        if t.name != "search_meta"
+    ]
     with db.engine.begin() as conn:
         if db.dialect == "sqlite":
             conn.execute(text("DELETE FROM search_fts"))
@@ -91,6 +96,7 @@ def _empty(db: Database) -> None:
                 conn.execute(text(f'DELETE FROM "{t}"'))  # noqa: S608 - model table names
         else:
             conn.execute(text("TRUNCATE " + ", ".join(f'"{t}"' for t in tables)))
+        conn.execute(text("UPDATE search_meta SET value = value + 1"))
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

@@ -67,7 +67,7 @@ def get_session(request: Request) -> Iterator[Session]:
 SessionDep = Annotated[Session, Depends(get_session)]
 
 
-def get_identity(request: Request, session: SessionDep) -> IdentityService:
+async def get_identity(request: Request, session: SessionDep) -> IdentityService:
     """The identity service bound to this request's session."""
     return IdentityService(session, request.app.state.caller_cache)
 
@@ -75,15 +75,15 @@ def get_identity(request: Request, session: SessionDep) -> IdentityService:
 IdentityDep = Annotated[IdentityService, Depends(get_identity)]
 
 
-def get_catalog(request: Request, session: SessionDep) -> CatalogService:
+async def get_catalog(session: SessionDep) -> CatalogService:
     """The catalog service bound to this request's session."""
-    return CatalogService(session, request.app.state.search_cache.invalidate)
+    return CatalogService(session)
 
 
 CatalogDep = Annotated[CatalogService, Depends(get_catalog)]
 
 
-def get_search(request: Request, session: SessionDep) -> SearchService:
+async def get_search(request: Request, session: SessionDep) -> SearchService:
     """The search service bound to this request's session."""
     return SearchService(session, request.app.state.search_cache)
 

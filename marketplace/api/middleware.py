@@ -272,7 +272,11 @@ class IdempotencyMiddleware:
         headers: list[tuple[str, str]] = []
         out: list[bytes] = []
 
+        messages: list[Message] = []
+
         async def capture(message: Message) -> None:
+            # Held back until the record is stored: a client that retries the
+            # moment it has the response must find it, not a pending claim.
             nonlocal status, headers
             if message["type"] == "http.response.start":
                 status = message["status"]
@@ -283,7 +287,7 @@ class IdempotencyMiddleware:
                 ]
             elif message["type"] == "http.response.body":
                 out.append(message.get("body", b""))
-            await send(message)
+            messages.append(message)
 
         try:
             await self.app(scope, replay_receive, capture)
@@ -299,3 +303,5 @@ class IdempotencyMiddleware:
                 StoredResponse(status, headers, b"".join(out)),
                 self.ttl,
             )
+        for message in messages:
+            await send(message)

@@ -35,7 +35,7 @@ from marketplace.models.identity import (
     UserPublic,
     UserSession,
 )
-from marketplace.models.search import SearchDocument, SearchFacet
+from marketplace.models.search import SearchDocument, SearchFacet, SearchMeta
 
 __all__ = [
     "ApiKey",
@@ -64,6 +64,7 @@ __all__ = [
     "Role",
     "SearchDocument",
     "SearchFacet",
+    "SearchMeta",
     "SignUp",
     "Theme",
     "UpdateFrequency",

@@ -17,7 +17,7 @@ from sqlmodel import Field, SQLModel
 
 from marketplace.models._types import JSONType, UTCDateTime
 
-__all__ = ["SearchDocument", "SearchFacet"]
+__all__ = ["SearchDocument", "SearchFacet", "SearchMeta"]
 
 
 class SearchDocument(SQLModel, table=True):
@@ -49,8 +49,22 @@ class SearchFacet(SQLModel, table=True):
     """One facet value of an indexed dataset (theme, license, kind, provider, price)."""
 
     __tablename__ = "search_facet"
-    __table_args__ = (Index("ix_search_facet_doc", "doc_id"),)
+    # Covering: facet counts over a set of documents read only this index.
+    __table_args__ = (Index("ix_search_facet_doc_cover", "doc_id", "facet", "value"),)
 
     facet: str = Field(sa_column=Column(String(16), primary_key=True))
     value: str = Field(sa_column=Column(String(64), primary_key=True))
     doc_id: int = Field(sa_column=Column(Integer, primary_key=True))
+
+
+class SearchMeta(SQLModel, table=True):
+    """Counters of the search index; ``generation`` grows with every index change.
+
+    Search results are cached per generation, so a cached answer is exactly the
+    answer for that state of the index, in every process that reads it.
+    """
+
+    __tablename__ = "search_meta"
+
+    key: str = Field(sa_column=Column(String(32), primary_key=True))
+    value: int = Field(sa_column=Column(BigInteger, nullable=False))

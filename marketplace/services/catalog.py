@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from pydantic import ValidationError
-from sqlalchemy import delete, insert, text
+from sqlalchemy import delete, insert, text, update
 from sqlmodel import Session, col, select
 
 from marketplace.errors import (
@@ -42,6 +42,7 @@ from marketplace.models import (
     Role,
     SearchDocument,
     SearchFacet,
+    SearchMeta,
     utcnow,
 )
 from marketplace.services.identity import Caller
@@ -101,9 +102,8 @@ _MOVES: dict[tuple[DatasetStatus, DatasetStatus], _Move] = {
 class CatalogService:
     """Provider-side catalog management and buyer-side reads."""
 
-    def __init__(self, session: Session, on_index_change: Any = None) -> None:
+    def __init__(self, session: Session) -> None:
         self.session = session
-        self._on_index_change = on_index_change
 
     # -- validation ------------------------------------------------------------
 
@@ -297,7 +297,6 @@ class CatalogService:
             self._unindex(ds.id)
             self._index(ds)
         self.session.commit()
-        self._index_changed(status is DatasetStatus.LISTED)
         return self._public(ds)
 
     def add_version(
@@ -342,7 +341,6 @@ class CatalogService:
                 self._unindex(ds.id)
                 self._index(ds)
         self.session.commit()
-        self._index_changed(listed)
         return self._version_public(version, ds)
 
     def set_live_version(
@@ -361,7 +359,6 @@ class CatalogService:
             self._unindex(ds.id)
             self._index(ds)
         self.session.commit()
-        self._index_changed(listed)
         return self._public(ds)
 
     def transition(
@@ -405,7 +402,6 @@ class CatalogService:
         if to is DatasetStatus.LISTED:
             self._index(ds)
         self.session.commit()
-        self._index_changed(True)
         return self._public(ds)
 
     def _check_listable(self, caller: Caller, ds: Dataset) -> None:
@@ -468,6 +464,7 @@ class CatalogService:
             ("price", price_bucket(ds.reference_price_minor)),
             ("currency", ds.currency),
         }
+        self._bump_generation()
         self.session.execute(
             insert(SearchFacet),
             [{"facet": f, "value": v, "doc_id": doc_id} for f, v in sorted(facets)],
@@ -479,6 +476,7 @@ class CatalogService:
         ).first()
         if doc_id is None:
             return
+        self._bump_generation()
         self.session.execute(
             delete(SearchFacet).where(col(SearchFacet.doc_id) == doc_id)
         )
@@ -490,9 +488,13 @@ class CatalogService:
             delete(SearchDocument).where(col(SearchDocument.doc_id) == doc_id)
         )
 
-    def _index_changed(self, changed: bool) -> None:
-        if changed and self._on_index_change is not None:
-            self._on_index_change()
+    def _bump_generation(self) -> None:
+        """Mark the index changed; search caches key on the generation."""
+        self.session.execute(
+            update(SearchMeta)
+            .where(col(SearchMeta.key) == "generation")
+            .values(value=col(SearchMeta.value) + 1)
+        )
 
     # -- views ---------------------------------------------------------------------
 

@@ -7,9 +7,11 @@ counts are conjunctive: counts over the current result set.
 
 Pagination is by keyset: the cursor carries the last hit's sort key and a hash of
 the query, so a cursor is stable under inserts and refused for another query.
-Total and facet counts for a query are cached in-process for a few seconds (and
-dropped at once when this process changes the index), so paging through a result
-set does not recount it.
+Pages and counts are cached per process under the index *generation*
+(``search_meta``, bumped by every index change in the same transaction), so a
+cached answer is exactly the current one; repeated and concurrent searches are
+answered once. Relevance on SQLite is top-k inside FTS5 (its ``rank`` column),
+and counts read only the FTS table and the covering facet index where they can.
 """
 
 from __future__ import annotations
@@ -19,20 +21,26 @@ import hashlib
 import json
 import re
 import threading
-import time
 import uuid
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
-from typing import Any
+from typing import Any, TypeVar, cast
 
 import sqlalchemy as sa
 from pydantic import BaseModel, Field
 from sqlmodel import Session, col
 
 from marketplace.errors import ValidationFailed
-from marketplace.models import DatasetSummary, Organisation, SearchDocument, SearchFacet
+from marketplace.models import (
+    DatasetSummary,
+    Organisation,
+    SearchDocument,
+    SearchFacet,
+    SearchMeta,
+)
 
 __all__ = [
     "FacetCount",
@@ -47,8 +55,10 @@ FACETS = ("theme", "license", "kind", "provider", "price", "currency")
 
 _doc = SearchDocument.__table__  # type: ignore[attr-defined]
 _facet = SearchFacet.__table__  # type: ignore[attr-defined]
+_meta = SearchMeta.__table__  # type: ignore[attr-defined]
 _fts = sa.table("search_fts", sa.column("rowid"))
 _tsv: sa.ColumnElement[Any] = sa.literal_column("search_document.tsv")
+_T = TypeVar("_T")
 _WORD = re.compile(r"\w+", re.UNICODE)
 
 
@@ -113,41 +123,55 @@ class SearchResults(BaseModel):
 
 
 class SearchCache:
-    """Counts (total and facets) per result set, for a few seconds, per process."""
+    """Search answers per index generation, shared by one process's threads.
 
-    def __init__(self, ttl_seconds: float = 5.0, size: int = 2048) -> None:
-        self.ttl = ttl_seconds
+    Keys carry the index generation (``search_meta``), so an entry is exactly the
+    answer for that state of the index and never stale: a change anywhere bumps
+    the generation and later searches miss. Concurrent misses on one key are
+    computed once (single flight); the others wait for that result.
+    """
+
+    def __init__(self, size: int = 4096) -> None:
         self.size = size
         self._lock = threading.Lock()
-        self._generation = 0
-        self._data: OrderedDict[str, tuple[float, int, Any]] = OrderedDict()
+        self._data: OrderedDict[str, Any] = OrderedDict()
+        self._inflight: dict[str, threading.Event] = {}
+        self.hits = 0
+        self.misses = 0
 
-    def invalidate(self) -> None:
-        """Drop every entry (the index changed in this process)."""
-        with self._lock:
-            self._generation += 1
-            self._data.clear()
-
-    def get(self, key: str) -> Any | None:
-        """Return a fresh entry or ``None``."""
-        with self._lock:
-            hit = self._data.get(key)
-            if hit is None:
-                return None
-            expires, generation, value = hit
-            if expires < time.monotonic() or generation != self._generation:
-                del self._data[key]
-                return None
-            self._data.move_to_end(key)
+    def get_or_compute(self, key: str, compute: Callable[[], _T]) -> _T:
+        """Return the cached value for ``key``, computing it once if absent."""
+        while True:
+            with self._lock:
+                if key in self._data:
+                    self._data.move_to_end(key)
+                    self.hits += 1
+                    return cast(_T, self._data[key])
+                event = self._inflight.get(key)
+                if event is None:
+                    event = self._inflight[key] = threading.Event()
+                    self.misses += 1
+                    break
+            # Another thread computes this key; wait, then look again (if it
+            # failed, this thread takes over).
+            event.wait(timeout=30)
+        try:
+            value = compute()
+            with self._lock:
+                self._data[key] = value
+                while len(self._data) > self.size:
+                    self._data.popitem(last=False)
             return value
+        finally:
+            with self._lock:
+                del self._inflight[key]
+            event.set()
 
-    def put(self, key: str, value: Any) -> None:
-        """Store an entry."""
-        with self._lock:
-            self._data[key] = (time.monotonic() + self.ttl, self._generation, value)
-            self._data.move_to_end(key)
-            while len(self._data) > self.size:
-                self._data.popitem(last=False)
+
+def _tsquery(words: tuple[str, ...]) -> Any:
+    return sa.func.websearch_to_tsquery(
+        sa.literal_column("'english'::regconfig"), " ".join(words)
+    )
 
 
 def _fts5_query(words: tuple[str, ...]) -> str:
@@ -216,58 +240,73 @@ class SearchService:
             words=words,
         )
 
-    # -- query building ------------------------------------------------------------
+    # -- query building ----------------------------------------------------------
 
-    def _matched(self, query: SearchQuery) -> sa.Select[Any]:
-        """Select doc_id, rank and the sort columns of every hit."""
-        cols: list[Any] = [
-            _doc.c.doc_id,
-            _doc.c.listed_at,
-            _doc.c.reference_price_minor,
-            _doc.c.title_sort,
-        ]
-        conditions: list[Any] = []
-        from_: Any = _doc
-        if query.words:
-            if self.dialect == "sqlite":
-                from_ = _doc.join(_fts, _fts.c.rowid == _doc.c.doc_id)
-                conditions.append(
-                    sa.text("search_fts MATCH :fts").bindparams(
-                        fts=_fts5_query(query.words)
-                    )
-                )
-                rank: sa.ColumnElement[Any] = sa.literal_column(
-                    "bm25(search_fts, 10.0, 5.0, 1.0)"
-                )
-            else:
-                tsq = sa.func.websearch_to_tsquery(
-                    sa.literal_column("'english'::regconfig"), " ".join(query.words)
-                )
-                conditions.append(_tsv.op("@@")(tsq))
-                rank = -sa.func.ts_rank_cd(_tsv, tsq)
-            cols.append(sa.cast(rank, sa.Float).label("rank"))
-        else:
-            cols.append(sa.literal(0.0, sa.Float).label("rank"))
+    def _text_match(self, words: tuple[str, ...]) -> Any:
+        """The full-text condition: on ``search_fts`` (SQLite) or the tsvector."""
+        if self.dialect == "sqlite":
+            return sa.text("search_fts MATCH :fts").bindparams(fts=_fts5_query(words))
+        return _tsv.op("@@")(_tsquery(words))
+
+    def _filters(self, query: SearchQuery, ids: Any) -> list[Any]:
+        """Facet and price conditions on the document id column ``ids``."""
+        conds: list[Any] = []
         for name in FACETS:
             values = getattr(query, name)
             if values:
-                conditions.append(
-                    _doc.c.doc_id.in_(
+                conds.append(
+                    ids.in_(
                         sa.select(_facet.c.doc_id).where(
                             _facet.c.facet == name, _facet.c.value.in_(values)
                         )
                     )
                 )
+        price: list[Any] = []
         if query.price_min is not None:
-            conditions.append(_doc.c.reference_price_minor >= query.price_min)
+            price.append(_doc.c.reference_price_minor >= query.price_min)
         if query.price_max is not None:
-            conditions.append(_doc.c.reference_price_minor <= query.price_max)
-        stmt = sa.select(*cols).select_from(from_)
-        if conditions:
-            stmt = stmt.where(*conditions)
-        return stmt
+            price.append(_doc.c.reference_price_minor <= query.price_max)
+        if price and ids is _doc.c.doc_id:
+            conds.extend(price)
+        elif price:
+            conds.append(ids.in_(sa.select(_doc.c.doc_id).where(*price)))
+        return conds
+
+    def _conditions(self, query: SearchQuery) -> list[Any]:
+        """Every condition of ``query`` on ``search_document``."""
+        conds: list[Any] = []
+        if query.words:
+            if self.dialect == "sqlite":
+                conds.append(
+                    _doc.c.doc_id.in_(
+                        sa.select(_fts.c.rowid).where(self._text_match(query.words))
+                    )
+                )
+            else:
+                conds.append(self._text_match(query.words))
+        return conds + self._filters(query, _doc.c.doc_id)
+
+    @staticmethod
+    def _only_text(query: SearchQuery) -> bool:
+        return bool(query.words) and not (
+            any(getattr(query, f) for f in FACETS)
+            or query.price_min is not None
+            or query.price_max is not None
+        )
 
     # -- execution ------------------------------------------------------------------
+
+    def generation(self) -> int:
+        """The search index's current generation."""
+        value = self.session.execute(
+            sa.select(_meta.c.value).where(_meta.c.key == "generation")
+        ).scalar_one()
+        return int(value)
+
+    def _cached(self, key: str, compute: Callable[[], _T]) -> _T:
+        if self.cache is None:
+            return compute()
+        return self.cache.get_or_compute(f"{self.dialect}:{key}", compute)
 
     def search(self, query: SearchQuery) -> SearchResults:
         """Run ``query`` and return one page with counts and the next cursor."""
@@ -275,55 +314,113 @@ class SearchService:
         qhash = hashlib.sha256(f"{query.filters_key()}|{sort}".encode()).hexdigest()[
             :16
         ]
-        after = self._decode_cursor(query.cursor, qhash) if query.cursor else None
-        matched = self._matched(query).subquery("m")
-        key_cols = self._sort_columns(matched, sort)
-        page = sa.select(_doc.c.summary, *key_cols).join(
-            matched, matched.c.doc_id == _doc.c.doc_id
+        after = (
+            self._cursor_key(sort, self._decode_cursor(query.cursor, qhash))
+            if query.cursor
+            else None
         )
-        if after is not None:
-            page = page.where(self._after(key_cols, sort, after))
-        page = page.order_by(*self._order(key_cols, sort)).limit(query.limit + 1)
-        rows = self.session.execute(page).all()
+        generation = self.generation()
+        items, next_cursor = self._cached(
+            f"page:{generation}:{qhash}:{query.limit}:{query.cursor or ''}",
+            lambda: self._page(query, sort, qhash, after),
+        )
+        total, facets = self._cached(
+            f"counts:{generation}:{query.filters_key()}:{int(query.with_facets)}",
+            lambda: self._counts(query),
+        )
+        return SearchResults(
+            items=items, total=total, facets=facets, sort=sort, next_cursor=next_cursor
+        )
+
+    def _page(
+        self,
+        query: SearchQuery,
+        sort: SortOrder,
+        qhash: str,
+        after: tuple[Any, int] | None,
+    ) -> tuple[list[DatasetSummary], str | None]:
+        n = query.limit + 1
+        if sort is SortOrder.RELEVANCE and self.dialect == "sqlite":
+            # Top-k inside FTS5 (its rank column is BM25 with our weights), then
+            # fetch the few summaries.
+            rank: Any = sa.literal_column("search_fts.rank")
+            ids = _fts.c.rowid
+            stmt = (
+                sa.select(ids, rank)
+                .select_from(_fts)
+                .where(self._text_match(query.words), *self._filters(query, ids))
+            )
+            if after is not None:
+                stmt = stmt.where(self._keyset([rank, ids], sort, after))
+            hits = self.session.execute(stmt.order_by(rank, ids).limit(n)).all()
+            summaries = dict(
+                self.session.execute(
+                    sa.select(_doc.c.doc_id, _doc.c.summary).where(
+                        _doc.c.doc_id.in_([h[0] for h in hits])
+                    )
+                ).all()
+            )
+            rows = [(summaries[doc], value, doc) for doc, value in hits]
+        else:
+            if sort is SortOrder.RELEVANCE:
+                # float8, so the cursor's value round-trips exactly (real does not).
+                key: Any = sa.cast(
+                    -sa.func.ts_rank_cd(_tsv, _tsquery(query.words)), sa.Double()
+                )
+            else:
+                key = {
+                    SortOrder.NEWEST: _doc.c.listed_at,
+                    SortOrder.PRICE_ASC: _doc.c.reference_price_minor,
+                    SortOrder.PRICE_DESC: _doc.c.reference_price_minor,
+                    SortOrder.TITLE: _doc.c.title_sort,
+                }[sort]
+            cols = [key, _doc.c.doc_id]
+            stmt = sa.select(_doc.c.summary, *cols).where(*self._conditions(query))
+            if after is not None:
+                stmt = stmt.where(self._keyset(cols, sort, after))
+            stmt = stmt.order_by(*self._order(cols, sort)).limit(n)
+            rows = [tuple(r) for r in self.session.execute(stmt).all()]
         more = len(rows) > query.limit
         rows = rows[: query.limit]
         items = [DatasetSummary.model_validate(r[0]) for r in rows]
         next_cursor = None
         if more and rows:
-            last = rows[-1]
-            next_cursor = self._encode_cursor(qhash, [_jsonable(v) for v in last[1:]])
-        total, facets = self._counts(query, matched)
-        return SearchResults(
-            items=items, total=total, facets=facets, sort=sort, next_cursor=next_cursor
-        )
+            next_cursor = self._encode_cursor(
+                qhash, [_jsonable(v) for v in rows[-1][1:]]
+            )
+        return items, next_cursor
 
-    def _counts(
-        self, query: SearchQuery, matched: sa.Subquery
-    ) -> tuple[int, dict[str, list[FacetCount]]]:
-        cache_key = f"{self.dialect}:{query.filters_key()}:{int(query.with_facets)}"
-        if self.cache is not None:
-            hit = self.cache.get(cache_key)
-            if hit is not None:
-                return hit  # type: ignore[no-any-return]
-        total = self.session.execute(
-            sa.select(sa.func.count()).select_from(matched)
-        ).scalar_one()
+    def _counts(self, query: SearchQuery) -> tuple[int, dict[str, list[FacetCount]]]:
+        conds = self._conditions(query)
+        ids: Any
+        if not conds:
+            ids = None
+            total_stmt: Any = sa.select(sa.func.count()).select_from(_doc)
+        elif self.dialect == "sqlite" and self._only_text(query):
+            ids = sa.select(_fts.c.rowid).where(self._text_match(query.words))
+            total_stmt = (
+                sa.select(sa.func.count())
+                .select_from(_fts)
+                .where(self._text_match(query.words))
+            )
+        else:
+            ids = sa.select(_doc.c.doc_id).where(*conds)
+            total_stmt = sa.select(sa.func.count()).select_from(ids.subquery())
+        total = int(self.session.execute(total_stmt).scalar_one())
         facets: dict[str, list[FacetCount]] = {}
         if query.with_facets and total:
+            stmt = sa.select(_facet.c.facet, _facet.c.value, sa.func.count())
+            if ids is not None:
+                stmt = stmt.where(_facet.c.doc_id.in_(ids))
             rows = self.session.execute(
-                sa.select(_facet.c.facet, _facet.c.value, sa.func.count())
-                .join(matched, matched.c.doc_id == _facet.c.doc_id)
-                .group_by(_facet.c.facet, _facet.c.value)
+                stmt.group_by(_facet.c.facet, _facet.c.value)
             ).all()
             labels = self._provider_labels([v for f, v, _ in rows if f == "provider"])
-            for f, v, n in sorted(rows, key=lambda r: (r[0], -r[2], r[1])):
+            for f, v, count in sorted(rows, key=lambda r: (r[0], -r[2], r[1])):
                 facets.setdefault(f, []).append(
-                    FacetCount(value=v, label=labels.get(v, v), count=n)
+                    FacetCount(value=v, label=labels.get(v, v), count=count)
                 )
-        result = (total, facets)
-        if self.cache is not None:
-            self.cache.put(cache_key, result)
-        return result
+        return total, facets
 
     def _provider_labels(self, ids: list[str]) -> dict[str, str]:
         if not ids:
@@ -338,17 +435,6 @@ class SearchService:
     # -- ordering and cursors ----------------------------------------------------
 
     @staticmethod
-    def _sort_columns(m: sa.Subquery, sort: SortOrder) -> list[Any]:
-        first = {
-            SortOrder.RELEVANCE: m.c.rank,
-            SortOrder.NEWEST: m.c.listed_at,
-            SortOrder.PRICE_ASC: m.c.reference_price_minor,
-            SortOrder.PRICE_DESC: m.c.reference_price_minor,
-            SortOrder.TITLE: m.c.title_sort,
-        }[sort]
-        return [first, m.c.doc_id]
-
-    @staticmethod
     def _descending(sort: SortOrder) -> bool:
         return sort in (SortOrder.NEWEST, SortOrder.PRICE_DESC)
 
@@ -357,9 +443,9 @@ class SearchService:
             return [c.desc() for c in cols]
         return [c.asc() for c in cols]
 
-    def _after(self, cols: list[Any], sort: SortOrder, after: list[Any]) -> Any:
+    def _keyset(self, cols: list[Any], sort: SortOrder, after: tuple[Any, int]) -> Any:
         first, doc = cols
-        value, last_doc = self._cursor_key(sort, after)
+        value, last_doc = after
         if self._descending(sort):
             return sa.or_(first < value, sa.and_(first == value, doc < last_doc))
         return sa.or_(first > value, sa.and_(first == value, doc > last_doc))
