@@ -85,7 +85,8 @@ CatalogDep = Annotated[CatalogService, Depends(get_catalog)]
 
 async def get_search(request: Request, session: SessionDep) -> SearchService:
     """The search service bound to this request's session."""
-    return SearchService(session, request.app.state.search_cache)
+    state = request.app.state
+    return SearchService(session, state.search_cache, state.facet_index)
 
 
 SearchDep = Annotated[SearchService, Depends(get_search)]

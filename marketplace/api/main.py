@@ -19,6 +19,7 @@ from marketplace.api.routes import auth, catalog, datasets, health, organisation
 from marketplace.config import Settings, get_settings
 from marketplace.db import Database
 from marketplace.kv import KeyValueStore, open_store
+from marketplace.services.facets import FacetIndex
 from marketplace.services.identity import _CallerCache
 from marketplace.services.search import SearchCache
 
@@ -69,6 +70,7 @@ def create_app(
     app.state.kv = kv
     app.state.caller_cache = _CallerCache()
     app.state.search_cache = SearchCache()
+    app.state.facet_index = FacetIndex()
     install_problem_handlers(app)
     for module in (health, auth, organisations, datasets, catalog):
         app.include_router(module.router)

@@ -35,7 +35,12 @@ from marketplace.models.identity import (
     UserPublic,
     UserSession,
 )
-from marketplace.models.search import SearchDocument, SearchFacet, SearchMeta
+from marketplace.models.search import (
+    SearchChange,
+    SearchDocument,
+    SearchFacet,
+    SearchMeta,
+)
 
 __all__ = [
     "ApiKey",
@@ -62,6 +67,7 @@ __all__ = [
     "OrganisationStatusChange",
     "ProviderRef",
     "Role",
+    "SearchChange",
     "SearchDocument",
     "SearchFacet",
     "SearchMeta",

@@ -17,7 +17,7 @@ from sqlmodel import Field, SQLModel
 
 from marketplace.models._types import JSONType, UTCDateTime
 
-__all__ = ["SearchDocument", "SearchFacet", "SearchMeta"]
+__all__ = ["SearchChange", "SearchDocument", "SearchFacet", "SearchMeta"]
 
 
 class SearchDocument(SQLModel, table=True):
@@ -68,3 +68,24 @@ class SearchMeta(SQLModel, table=True):
 
     key: str = Field(sa_column=Column(String(32), primary_key=True))
     value: int = Field(sa_column=Column(BigInteger, nullable=False))
+
+
+class SearchChange(SQLModel, table=True):
+    """One change of the search index: the document whose entry was (re)written.
+
+    Written after the generation bump, which serialises writers, so sequence
+    numbers follow commit order. Processes replay it to keep their in-memory
+    facet values current (``marketplace.services.facets``).
+    """
+
+    __tablename__ = "search_change"
+
+    seq: int | None = Field(
+        default=None,
+        sa_column=Column(
+            BigInteger().with_variant(Integer(), "sqlite"),
+            primary_key=True,
+            autoincrement=True,
+        ),
+    )
+    doc_id: int = Field(sa_column=Column(Integer, nullable=False))

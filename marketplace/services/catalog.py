@@ -40,6 +40,7 @@ from marketplace.models import (
     OrganisationStatus,
     ProviderRef,
     Role,
+    SearchChange,
     SearchDocument,
     SearchFacet,
     SearchMeta,
@@ -465,6 +466,7 @@ class CatalogService:
             ("currency", ds.currency),
         }
         self._bump_generation()
+        self.session.add(SearchChange(doc_id=doc_id))
         self.session.execute(
             insert(SearchFacet),
             [{"facet": f, "value": v, "doc_id": doc_id} for f, v in sorted(facets)],
@@ -477,6 +479,7 @@ class CatalogService:
         if doc_id is None:
             return
         self._bump_generation()
+        self.session.add(SearchChange(doc_id=doc_id))
         self.session.execute(
             delete(SearchFacet).where(col(SearchFacet.doc_id) == doc_id)
         )
