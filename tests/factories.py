@@ -153,3 +153,19 @@ def create_random_listed_dataset(
     )
     assert r.status_code == 200, r.text
     return dict(r.json())
+
+
+PROBLEM_KEYS = {"type", "title", "status", "detail", "code"}
+
+
+def assert_problem(response: Any, status: int, code: str) -> dict[str, Any]:
+    """Check that ``response`` is RFC 9457 problem JSON with ``status``/``code``."""
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"] == "application/problem+json"
+    body: dict[str, Any] = response.json()
+    assert PROBLEM_KEYS <= body.keys(), body
+    assert (body["status"], body["code"]) == (status, code), body
+    assert body["type"] == "https://veilx.dev/problems/" + code.replace("_", "-")
+    assert isinstance(body["title"], str) and body["title"]
+    assert isinstance(body["detail"], str) and body["detail"]
+    return body

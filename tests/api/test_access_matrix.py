@@ -34,7 +34,9 @@ from marketplace.models import OrganisationStatus, Role
 from marketplace.services.identity import IdentityService
 from tests.conftest import make_settings
 from tests.factories import (
+    PROBLEM_KEYS,
     Party,
+    assert_problem,
     create_random_listed_dataset,
     create_random_org,
     dataset_body,
@@ -220,14 +222,6 @@ def test_openapi_shows_the_rules(sqlite_db: Database, tmp_path: Path) -> None:
 
 
 # -- calling every endpoint as every caller ------------------------------------------
-
-PROBLEM_KEYS = {"type", "title", "status", "detail", "code"}
-
-
-def assert_problem(r: httpx.Response, status: int, code: str) -> None:
-    """``r`` is a problem JSON response with ``status`` and ``code``."""
-    assert (r.status_code, _code(r)) == (status, code), r.text
-    assert_problem_shape(r)
 
 
 def assert_problem_shape(r: httpx.Response) -> None:

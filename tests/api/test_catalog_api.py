@@ -28,6 +28,7 @@ from marketplace.services.catalog import price_bucket
 from mpc_engine.policy import RightsPolicy
 from tests.factories import (
     Party,
+    assert_problem,
     create_random_listed_dataset,
     create_random_org,
     dataset_body,
@@ -35,17 +36,6 @@ from tests.factories import (
 )
 
 SEARCH = "/v1/catalog/search"
-PROBLEM_KEYS = {"type", "title", "status", "detail", "code"}
-
-
-def assert_problem(r: httpx.Response, status: int, code: str) -> dict[str, Any]:
-    """``r`` is problem JSON with ``status`` and ``code``; return its body."""
-    assert r.status_code == status, r.text
-    assert r.headers["content-type"].startswith("application/problem+json")
-    body: dict[str, Any] = r.json()
-    assert PROBLEM_KEYS <= body.keys(), body
-    assert (body["status"], body["code"]) == (status, code), body
-    return body
 
 
 def error_fields(r: httpx.Response, code: str = "validation_failed") -> set[str]:

@@ -17,9 +17,8 @@ from marketplace.db import Database
 from marketplace.kv import KeyValueStore
 from marketplace.models import Role
 from tests.conftest import make_settings
-from tests.factories import Party, create_random_org
+from tests.factories import Party, assert_problem, create_random_org
 
-PROBLEM_KEYS = {"type", "title", "status", "detail", "code"}
 PEER_HEADER = b"x-test-peer"
 
 ClientFactory = Callable[..., TestClient]
@@ -73,17 +72,6 @@ def member(sqlite_only_db: Database) -> Party:
 def other(sqlite_only_db: Database) -> Party:
     """Another admitted buyer with an API key."""
     return create_random_org(sqlite_only_db, Role.BUYER)
-
-
-def assert_problem(response: Any, status: int, code: str) -> dict[str, Any]:
-    """Check a problem response and return its body."""
-    assert response.status_code == status, response.text
-    assert response.headers["content-type"] == "application/problem+json"
-    body = response.json()
-    assert PROBLEM_KEYS <= body.keys()
-    assert body["status"] == status
-    assert body["code"] == code
-    return dict(body)
 
 
 # -- rate limits -----------------------------------------------------------------

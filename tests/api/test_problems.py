@@ -10,23 +10,13 @@ from fastapi.testclient import TestClient
 from marketplace.db import Database
 from marketplace.models import Role
 from marketplace.services.identity import IdentityService
-from tests.factories import Party, create_random_org, dataset_body
-
-PROBLEM_KEYS = {"type", "title", "status", "detail", "code"}
-
-
-def assert_problem(response: Any, status: int, code: str) -> dict[str, Any]:
-    """Check a problem response and return its body."""
-    assert response.status_code == status, response.text
-    assert response.headers["content-type"] == "application/problem+json"
-    body = response.json()
-    assert PROBLEM_KEYS <= body.keys()
-    assert body["status"] == status
-    assert body["code"] == code
-    assert body["type"] == "https://veilx.dev/problems/" + code.replace("_", "-")
-    assert isinstance(body["title"], str) and body["title"]
-    assert isinstance(body["detail"], str) and body["detail"]
-    return dict(body)
+from tests.factories import (
+    PROBLEM_KEYS,
+    Party,
+    assert_problem,
+    create_random_org,
+    dataset_body,
+)
 
 
 @pytest.fixture

@@ -27,10 +27,14 @@ from marketplace.models import OrganisationStatus, Role
 from marketplace.services.identity import _CallerCache
 from marketplace.services.search import SearchCache
 from tests.conftest import make_settings
-from tests.factories import Party, create_random_listed_dataset, create_random_org
+from tests.factories import (
+    PROBLEM_KEYS,
+    Party,
+    create_random_listed_dataset,
+    create_random_org,
+)
 
 PROBLEM_TYPE = "application/problem+json"
-PROBLEM_KEYS = {"type", "title", "status", "detail", "code"}
 
 
 # The schema is read at collection time (schemathesis' lazy ``from_fixture`` loader
