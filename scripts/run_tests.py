@@ -16,7 +16,7 @@ def main() -> int:
     steps = [
         [py, "-m", "ruff", "check", "."],
         [py, "-m", "mypy"],
-        [py, "-m", "pytest", "-n", "2", "--dist", "loadgroup", *sys.argv[1:]],
+        [py, "-m", "pytest", "-n", "2", *sys.argv[1:]],
     ]
     for cmd in steps:
         print("+", " ".join(cmd[2:]), flush=True)
