@@ -288,19 +288,17 @@ class SearchService:
         the query from the facet list and sort every hit; ``doc_id + 0`` keeps it
         walking the sort index and stopping after one page.
         """
+        ids = _doc.c.doc_id
+        if ordered and self.dialect == "sqlite":
+            ids = _doc.c.doc_id + 0
         conds: list[Any] = []
         if query.words:
             if self.dialect == "sqlite":
                 conds.append(
-                    _doc.c.doc_id.in_(
-                        sa.select(_fts.c.rowid).where(self._text_match(query.words))
-                    )
+                    ids.in_(sa.select(_fts.c.rowid).where(self._text_match(query.words)))
                 )
             else:
                 conds.append(self._text_match(query.words))
-        ids = _doc.c.doc_id
-        if ordered and self.dialect == "sqlite":
-            ids = _doc.c.doc_id + 0
         return conds + self._filters(query, ids)
 
     @staticmethod
