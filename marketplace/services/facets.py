@@ -64,6 +64,7 @@ class FacetIndex:
         self._matrix: npt.NDArray[np.int32] = np.full((0, WIDTH), -1, np.int32)
         self._price: IntArray = np.zeros(0, np.int64)
         self._present: BoolArray = np.zeros(0, np.bool_)
+        self._postings: list[IntArray] | None = None
 
     # -- keeping up with the database -------------------------------------------------
 
@@ -91,6 +92,7 @@ class FacetIndex:
                 return
             self._replay(session, touched)
             self._last_seq = max_seq
+            self._postings = None
 
     def _reload(self, session: Session, max_seq: int) -> None:
         self._codes.clear()
@@ -101,6 +103,7 @@ class FacetIndex:
         self._price = np.zeros(size, np.int64)
         self._present = np.zeros(size, np.bool_)
         self._load_docs(session, None)
+        self._postings = None
         self._loaded = True
         self._last_seq = max_seq
 
@@ -191,18 +194,33 @@ class FacetIndex:
                 text = np.zeros_like(mask)
                 text[hits] = True
                 mask &= text
+            postings = self._posting_lists()
             for facet, values in filters.items():
-                codes = [
-                    self._codes[(facet, v)] for v in values if (facet, v) in self._codes
-                ]
-                if not codes:
-                    return np.zeros_like(mask)
-                mask &= np.isin(self._matrix, codes).any(axis=1)
+                wanted = np.zeros_like(mask)
+                for v in values:
+                    code = self._codes.get((facet, v))
+                    if code is not None:
+                        wanted[postings[code]] = True
+                mask &= wanted
             if price_min is not None:
                 mask &= self._price >= price_min
             if price_max is not None:
                 mask &= self._price <= price_max
             return mask
+
+    def _posting_lists(self) -> list[IntArray]:
+        """Per facet-value code, the documents carrying it (built lazily)."""
+        if self._postings is None:
+            flat = self._matrix.ravel()
+            where = np.flatnonzero(flat >= 0)
+            codes = flat[where]
+            order = np.argsort(codes, kind="stable")
+            docs = (where // WIDTH)[order]
+            bounds = np.searchsorted(codes[order], np.arange(len(self._names) + 1))
+            self._postings = [
+                docs[bounds[i] : bounds[i + 1]] for i in range(len(self._names))
+            ]
+        return self._postings
 
     def count(self, mask: BoolArray) -> FacetSnapshot:
         """Return the total and the count of every facet value over ``mask``."""
