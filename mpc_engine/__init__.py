@@ -1,6 +1,8 @@
 """Privacy computations and the provider-side data node.
 
-Only the rights-policy model (``mpc_engine.policy``) exists yet; the techniques
-(``he``, ``psi``, ``mpc``, ``dp``, ``federated``, ``sdc``) and the data node arrive
-with the data-node issue.
+Subpackages: ``policy`` (rights policies), ``dp`` (OpenDP mechanisms, the privacy
+accountant, release replay), ``aggregate`` (the ``aggregate`` computation: safe
+filter grammar, exact-under-k and DP statistics), ``he`` (TenSEAL CKKS). The data
+node (``node``), PSI, secure aggregation and federated training arrive with the
+data-node and later issues.
 """
