@@ -295,7 +295,9 @@ class SearchService:
         if query.words:
             if self.dialect == "sqlite":
                 conds.append(
-                    ids.in_(sa.select(_fts.c.rowid).where(self._text_match(query.words)))
+                    ids.in_(
+                        sa.select(_fts.c.rowid).where(self._text_match(query.words))
+                    )
                 )
             else:
                 conds.append(self._text_match(query.words))
