@@ -27,6 +27,7 @@ import math
 import os
 import stat
 import tempfile
+from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Final, NoReturn, cast
 
@@ -83,7 +84,7 @@ def _check_scale(params: CKKSParams, scale: float) -> None:
         )
 
 
-class _Context:
+class _Context(ABC):
     """What both kinds of context share: parameters and the native handle."""
 
     __slots__ = ("_native", "params")
@@ -113,9 +114,9 @@ class _Context:
         return EncryptedVector.from_bytes(owner, vec.to_bytes(), fresh=fresh)
 
     @property
+    @abstractmethod
     def context_id(self) -> str:
         """SHA-256 (hex) of the public context bytes."""
-        raise NotImplementedError
 
 
 class PublicContext(_Context):
