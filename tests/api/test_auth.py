@@ -15,16 +15,21 @@ from tests.factories import create_random_org
 PASSWORD = "a long enough password"
 
 
-def _signup(client: TestClient, email: str = "ana@acme.example", **kw: object) -> dict:
-    body = {
-        "organisation_name": kw.get("name", "Acme Analytics"),
+def _body(**overrides: object) -> dict[str, object]:
+    """A valid sign-up body; keys overridden by ``overrides``."""
+    body: dict[str, object] = {
+        "organisation_name": "Acme Analytics",
         "country": "FR",
-        "roles": kw.get("roles", ["buyer"]),
-        "email": email,
+        "roles": ["buyer"],
+        "email": "ana@acme.example",
         "display_name": "Ana",
         "password": PASSWORD,
     }
-    r = client.post("/v1/auth/signup", json=body)
+    return body | overrides
+
+
+def _signup(client: TestClient, **overrides: object) -> dict:
+    r = client.post("/v1/auth/signup", json=_body(**overrides))
     assert r.status_code == 201, r.text
     return dict(r.json())
 
@@ -45,28 +50,16 @@ def test_signup_creates_pending_org_and_hashes_password(
 def test_signup_rejects_operator_role_and_duplicates(client: TestClient) -> None:
     r = client.post(
         "/v1/auth/signup",
-        json={
-            "organisation_name": "Sneaky",
-            "country": "FR",
-            "roles": ["operator"],
-            "email": "x@sneaky.example",
-            "display_name": "X",
-            "password": PASSWORD,
-        },
+        json=_body(
+            organisation_name="Sneaky", roles=["operator"], email="x@sneaky.example"
+        ),
     )
     assert r.status_code == 422
     assert r.json()["errors"][0]["field"] == "roles"
     _signup(client)
     r = client.post(
         "/v1/auth/signup",
-        json={
-            "organisation_name": "Other",
-            "country": "FR",
-            "roles": ["buyer"],
-            "email": "ANA@acme.example",
-            "display_name": "A",
-            "password": PASSWORD,
-        },
+        json=_body(organisation_name="Other", email="ANA@acme.example"),
     )
     assert r.status_code == 409
     assert r.json()["code"] == "duplicate_email"
@@ -75,14 +68,9 @@ def test_signup_rejects_operator_role_and_duplicates(client: TestClient) -> None
 def test_signup_short_password_names_field(client: TestClient) -> None:
     r = client.post(
         "/v1/auth/signup",
-        json={
-            "organisation_name": "Short",
-            "country": "FR",
-            "roles": ["buyer"],
-            "email": "s@short.example",
-            "display_name": "S",
-            "password": "short",
-        },
+        json=_body(
+            organisation_name="Short", email="s@short.example", password="short"
+        ),
     )
     assert r.status_code == 422
     assert [e["field"] for e in r.json()["errors"]] == ["password"]

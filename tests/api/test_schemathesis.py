@@ -71,7 +71,7 @@ def world(sqlite_only_db: Database) -> Iterator[World]:
     """An admitted buyer, provider and operator with a listed dataset, a spare API
     key and a pending organisation to act on; the app runs on the test database.
     """
-    placeholder = APP.state.db
+    import_time_db = APP.state.db
     APP.state.db = sqlite_only_db
     APP.state.caller_cache = _CallerCache()
     APP.state.search_cache = SearchCache()
@@ -97,7 +97,7 @@ def world(sqlite_only_db: Database) -> Iterator[World]:
             },
         )
     finally:
-        APP.state.db = placeholder
+        APP.state.db = import_time_db
 
 
 def _is_uuid(value: object) -> bool:
