@@ -587,3 +587,77 @@ def model_eval_bounds(
                 "columns can be model features or labels",
             )
     return GramBounds(tuple(pairs[:-1]), pairs[-1])
+
+
+# -- encrypted aggregate layout -----------------------------------------------------
+
+_SLOT = "$slot"
+
+
+def flatten_aggregate(output: Mapping[str, Any]) -> tuple[dict[str, Any], list[float]]:
+    """Split an aggregate output into a skeleton and its released numbers.
+
+    Used when an ``aggregate`` result is returned encrypted: the node encrypts the
+    numbers (one CKKS vector, blob ``values``) and sends the skeleton in the clear.
+    In the skeleton every number of ``groups[*]`` statistics (``count``, ``sum``,
+    ``mean``, ``variance``, ``histogram``, ``quantiles``) becomes ``{"$slot": i}``;
+    ``None`` (withheld) and group keys stay as they are. Everything outside
+    ``groups`` (edges, levels, privacy loss) is unchanged.
+    """
+    values: list[float] = []
+
+    def walk(node: Any) -> Any:
+        if isinstance(node, bool) or node is None:
+            return node
+        if isinstance(node, int | float):
+            values.append(float(node))
+            return {_SLOT: len(values) - 1}
+        if isinstance(node, list):
+            return [walk(v) for v in node]
+        if isinstance(node, dict):
+            return {k: walk(v) for k, v in node.items()}
+        raise InvalidMessage(
+            "output", f"unexpected value of type {type(node).__name__}"
+        )
+
+    skeleton = dict(output)
+    skeleton["groups"] = [
+        {k: (v if k == "key" else walk(v)) for k, v in group.items()}
+        for group in output.get("groups", [])
+    ]
+    return skeleton, values
+
+
+def unflatten_aggregate(
+    skeleton: Mapping[str, Any], values: Sequence[float]
+) -> dict[str, Any]:
+    """Inverse of :func:`flatten_aggregate`; counts and histogram cells are rounded.
+
+    Raises
+    ------
+    InvalidMessage
+        A slot index is out of range.
+    """
+
+    def walk(node: Any, integral: bool) -> Any:
+        if isinstance(node, dict) and set(node) == {_SLOT}:
+            i = node[_SLOT]
+            if not isinstance(i, int) or not 0 <= i < len(values):
+                raise InvalidMessage("output", f"slot {i!r} is out of range")
+            v = float(values[i])
+            return round(v) if integral else v
+        if isinstance(node, list):
+            return [walk(v, integral) for v in node]
+        if isinstance(node, dict):
+            return {k: walk(v, integral) for k, v in node.items()}
+        return node
+
+    out = dict(skeleton)
+    out["groups"] = [
+        {
+            k: (v if k == "key" else walk(v, k in ("count", "histogram")))
+            for k, v in group.items()
+        }
+        for group in skeleton.get("groups", [])
+    ]
+    return out
