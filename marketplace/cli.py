@@ -1,4 +1,4 @@
-"""The ``veilx`` command line: serve, demo, db, admin.
+"""The ``veilx`` command line: serve, worker, demo, db, admin.
 
 Errors are printed as one line, ``veilx: error: <what and why>``, with exit code 2.
 """
@@ -77,13 +77,64 @@ def serve(
         f"kv {'redis' if settings.redis_url else 'in-process'}"
     )
     uvicorn.run(
-        "marketplace.api.main:create_app",
+        "marketplace.api.main:serve_app",
         factory=True,
         host=host or settings.host,
         port=port or settings.port,
         workers=workers,
         log_level=settings.log_level,
     )
+
+
+@app.command()
+def worker(
+    interval: Annotated[
+        float, typer.Option(min=0.1, help="Seconds between deadline sweeps.")
+    ] = 5.0,
+    once: Annotated[
+        bool, typer.Option("--once", help="Sweep once, print what it did, exit.")
+    ] = False,
+) -> None:
+    """Run the exchange worker: end jobs past their deadline, re-send wake-ups.
+
+    With VEILX_REDIS_URL set, run any number of these next to the API replicas;
+    on the embedded defaults `veilx serve` sweeps by itself.
+    """
+    import signal
+    import threading
+
+    from marketplace.db import Database
+    from marketplace.queue import open_queue
+    from marketplace.worker import run_worker, sweep
+
+    settings = _settings()
+    queue = open_queue(settings.redis_url, namespace=settings.redis_namespace)
+    if not queue.ping():
+        queue.close()
+        fail("VEILX_REDIS_URL: Redis does not answer; start it or fix the URL")
+    db = Database.from_url(settings.effective_database_url)
+    db.upgrade()
+    try:
+        if once:
+            console.print(f"swept: {sweep(db, queue)}", markup=False, highlight=False)
+            return
+        stop = threading.Event()
+        signal.signal(signal.SIGTERM, lambda *_: stop.set())
+        console.print(
+            f"veilx worker: sweeping every {interval:g} s · database "
+            f"{settings.effective_database_url.split('://')[0]} · queue "
+            f"{'redis' if settings.redis_url else 'in-process'}",
+            markup=False,
+            highlight=False,
+        )
+        try:
+            run_worker(db, queue, interval, stop)
+        except KeyboardInterrupt:
+            pass
+        console.print("veilx worker: stopped", markup=False, highlight=False)
+    finally:
+        queue.close()
+        db.dispose()
 
 
 @app.command()

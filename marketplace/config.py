@@ -43,6 +43,7 @@ class Settings(BaseSettings):
     rate_limit_burst: int = Field(default=120, ge=1)
     idempotency_ttl_seconds: int = Field(default=24 * 3600, ge=60)
     session_ttl_seconds: int = Field(default=12 * 3600, ge=60)
+    max_upload_bytes: int = Field(default=256 * 1024 * 1024, ge=1)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 
     @field_validator("database_url")

@@ -8,13 +8,28 @@ Tree::
 
     VeilxError
     ├── ValidationFailed          422  invalid input; ``errors`` lists each field
+    │   └── FieldRejected         422  one named field is refused (``field``)
+    │       ├── KindNotPermitted  422  ``kind_not_permitted``: the policy forbids it
+    │       ├── UnknownBlob       422  ``unknown_blob``: not uploaded by the caller
+    │       ├── UnknownContext    422  ``unknown_context``: not uploaded by the caller
+    │       ├── BadReceipt        422  ``bad_receipt``: signature or bound field
+    │       ├── BadSignature      422  ``bad_signature``: an attestation's signature
+    │       ├── SecretKeyPresent  422  ``secret_key_present``: HE context with a key
+    │       └── MalformedContext  422  ``malformed_context``: not an HE context
     ├── AuthenticationRequired    401  no or bad credentials
     ├── PermissionDenied          403  authenticated, but not allowed
     │   └── OrganisationNotAdmitted  403  pending or suspended organisation
     ├── NotFound                  404  absent, or hidden from this caller
     ├── Conflict                  409  state or uniqueness conflict
     │   ├── InvalidTransition     409  lifecycle move not allowed from this state
-    │   └── IdempotencyKeyReused  409  same key, different request
+    │   ├── IdempotencyKeyReused  409  same key, different request
+    │   └── FieldConflict         409  one named field conflicts (``field``)
+    │       ├── NoNode            409  ``no_node``: no data node serves the dataset
+    │       ├── UnknownVersion    409  ``unknown_version``: no such content version
+    │       ├── PublicKeyTaken    409  ``public_key_taken``: a node has this key
+    │       └── ResultConflict    409  ``result_conflict``: a different result exists
+    ├── PayloadTooLarge           413  the request body exceeds the upload limit
+    ├── UnsupportedMediaType      415  the body is not of the required media type
     └── RateLimited               429  too many requests; ``retry_after`` seconds
 """
 
@@ -25,14 +40,29 @@ from typing import Any
 
 __all__ = [
     "AuthenticationRequired",
+    "BadReceipt",
+    "BadSignature",
     "Conflict",
+    "FieldConflict",
     "FieldError",
+    "FieldRejected",
     "IdempotencyKeyReused",
     "InvalidTransition",
+    "KindNotPermitted",
+    "MalformedContext",
+    "NoNode",
     "NotFound",
     "OrganisationNotAdmitted",
+    "PayloadTooLarge",
     "PermissionDenied",
+    "PublicKeyTaken",
     "RateLimited",
+    "ResultConflict",
+    "SecretKeyPresent",
+    "UnknownBlob",
+    "UnknownContext",
+    "UnknownVersion",
+    "UnsupportedMediaType",
     "ValidationFailed",
     "VeilxError",
 ]
@@ -100,6 +130,65 @@ class ValidationFailed(VeilxError):
         return {"errors": [e.as_dict() for e in self.errors]}
 
 
+class FieldRejected(ValidationFailed):
+    """One named field is refused; ``code`` says why (set by each subclass)."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(
+            f"{field}: {message}", errors=[FieldError(field, message, self.code)]
+        )
+        self.field = field
+
+
+class KindNotPermitted(FieldRejected):
+    """The dataset's rights policy does not permit this computation kind."""
+
+    code = "kind_not_permitted"
+    title = "Computation kind not permitted"
+
+
+class UnknownBlob(FieldRejected):
+    """A blob named by a request was not uploaded by the organisation it must be."""
+
+    code = "unknown_blob"
+    title = "Unknown blob"
+
+
+class UnknownContext(FieldRejected):
+    """An HE context named by a request was not uploaded by the caller."""
+
+    code = "unknown_context"
+    title = "Unknown HE context"
+
+
+class BadReceipt(FieldRejected):
+    """A job receipt does not verify, or a field it binds does not match the job."""
+
+    code = "bad_receipt"
+    title = "Bad receipt"
+
+
+class BadSignature(FieldRejected):
+    """A signed document (a quality attestation) does not verify."""
+
+    code = "bad_signature"
+    title = "Bad signature"
+
+
+class SecretKeyPresent(FieldRejected):
+    """An uploaded HE context carries a secret key; it is refused, never stored."""
+
+    code = "secret_key_present"
+    title = "Secret key present"
+
+
+class MalformedContext(FieldRejected):
+    """Uploaded bytes are not a usable public CKKS context."""
+
+    code = "malformed_context"
+    title = "Malformed HE context"
+
+
 class AuthenticationRequired(VeilxError):
     """No credentials, or credentials that are unknown, revoked or expired."""
 
@@ -151,6 +240,63 @@ class IdempotencyKeyReused(Conflict):
 
     code = "idempotency_key_reused"
     title = "Idempotency key reused"
+
+
+class FieldConflict(Conflict):
+    """A conflict about one named field; ``code`` says which (set by subclasses)."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}")
+        self.field = field
+        self.message = message
+
+    def extra(self) -> dict[str, Any]:
+        """The field, in the same shape as validation errors."""
+        return {"errors": [FieldError(self.field, self.message, self.code).as_dict()]}
+
+
+class NoNode(FieldConflict):
+    """No data node serves the dataset (none has attested one of its versions)."""
+
+    code = "no_node"
+    title = "No data node"
+
+
+class UnknownVersion(FieldConflict):
+    """An attested content hash is not a version of the dataset."""
+
+    code = "unknown_version"
+    title = "Unknown dataset version"
+
+
+class PublicKeyTaken(FieldConflict):
+    """A node with this public key is registered already."""
+
+    code = "public_key_taken"
+    title = "Public key taken"
+
+
+class ResultConflict(FieldConflict):
+    """A finished job was posted a result different from the one it ended with."""
+
+    code = "result_conflict"
+    title = "Result conflict"
+
+
+class PayloadTooLarge(VeilxError):
+    """The request body is larger than the upload limit."""
+
+    status = 413
+    code = "payload_too_large"
+    title = "Payload too large"
+
+
+class UnsupportedMediaType(VeilxError):
+    """The request body is not of the media type the endpoint takes."""
+
+    status = 415
+    code = "unsupported_media_type"
+    title = "Unsupported media type"
 
 
 class RateLimited(VeilxError):

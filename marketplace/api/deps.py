@@ -31,15 +31,21 @@ from marketplace.errors import (
     PermissionDenied,
 )
 from marketplace.models import OrganisationStatus, Role
+from marketplace.services.blobs import BlobService
 from marketplace.services.catalog import CatalogService
 from marketplace.services.identity import Caller, IdentityService
+from marketplace.services.jobs import JobService
+from marketplace.services.nodes import NodeService
 from marketplace.services.search import SearchService
 
 __all__ = [
     "AccessRule",
     "AnyCaller",
+    "BlobsDep",
     "CatalogDep",
     "IdentityDep",
+    "JobsDep",
+    "NodesDep",
     "SearchDep",
     "SessionDep",
     "access_rule",
@@ -90,6 +96,30 @@ async def get_search(request: Request, session: SessionDep) -> SearchService:
 
 
 SearchDep = Annotated[SearchService, Depends(get_search)]
+
+
+async def get_blobs(session: SessionDep) -> BlobService:
+    """The blob and HE-context service bound to this request's session."""
+    return BlobService(session)
+
+
+BlobsDep = Annotated[BlobService, Depends(get_blobs)]
+
+
+async def get_nodes(request: Request, session: SessionDep) -> NodeService:
+    """The node service bound to this request's session."""
+    return NodeService(session, request.app.state.queue)
+
+
+NodesDep = Annotated[NodeService, Depends(get_nodes)]
+
+
+async def get_jobs(request: Request, session: SessionDep) -> JobService:
+    """The job service bound to this request's session."""
+    return JobService(session, request.app.state.queue)
+
+
+JobsDep = Annotated[JobService, Depends(get_jobs)]
 
 
 def authorize(

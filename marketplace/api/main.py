@@ -15,17 +15,35 @@ from marketplace.api.middleware import (
     RequestIdMiddleware,
 )
 from marketplace.api.problems import install_problem_handlers
-from marketplace.api.routes import auth, catalog, datasets, health, organisations
+from marketplace.api.routes import (
+    auth,
+    blobs,
+    catalog,
+    datasets,
+    health,
+    jobs,
+    nodes,
+    organisations,
+)
 from marketplace.config import Settings, get_settings
 from marketplace.db import Database
 from marketplace.kv import KeyValueStore, open_store
+from marketplace.queue import JobQueue, open_queue
 from marketplace.services.facets import FacetIndex
 from marketplace.services.identity import _CallerCache
 from marketplace.services.search import SearchCache
+from marketplace.worker import Sweeper
 
-__all__ = ["create_app"]
+__all__ = ["EMBEDDED_SWEEP_INTERVAL", "create_app", "serve_app"]
 
 log = logging.getLogger("veilx.api")
+
+EMBEDDED_SWEEP_INTERVAL = 5.0
+"""Seconds between deadline sweeps in ``veilx serve`` without a separate worker."""
+
+CONTENT_ADDRESSED_UPLOADS = frozenset({"/v1/blobs", "/v1/he-contexts"})
+"""POSTs that are idempotent by construction (the bytes name the result) and may
+be far larger than the idempotency middleware buffers: they pass it untouched."""
 
 
 def create_app(
@@ -33,7 +51,9 @@ def create_app(
     *,
     db: Database | None = None,
     kv: KeyValueStore | None = None,
+    queue: JobQueue | None = None,
     migrate: bool = True,
+    sweep_interval: float | None = None,
 ) -> FastAPI:
     """Build the exchange API.
 
@@ -45,19 +65,33 @@ def create_app(
         A database to use instead of one built from the settings.
     kv
         A key-value store instead of the one the settings select.
+    queue
+        A job wake-up queue instead of the one the settings select.
     migrate
         Apply pending migrations at start-up.
+    sweep_interval
+        Run the job deadline sweep in a daemon thread every this many seconds
+        (the embedded worker); ``None`` leaves it to ``veilx worker``.
     """
     settings = settings or get_settings()
     db = db or Database.from_url(settings.effective_database_url)
     kv = kv or open_store(settings.redis_url, namespace=settings.redis_namespace)
+    queue = queue or open_queue(settings.redis_url, namespace=settings.redis_namespace)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if migrate:
             db.upgrade()
-        yield
-        await kv.close()
+        sweeper = Sweeper(db, queue, sweep_interval) if sweep_interval else None
+        if sweeper is not None:
+            sweeper.start()
+        try:
+            yield
+        finally:
+            if sweeper is not None:
+                sweeper.stop()
+            queue.close()
+            await kv.close()
 
     app = FastAPI(
         title="veilx exchange",
@@ -68,15 +102,19 @@ def create_app(
     app.state.settings = settings
     app.state.db = db
     app.state.kv = kv
+    app.state.queue = queue
     app.state.caller_cache = _CallerCache()
     app.state.search_cache = SearchCache()
     app.state.facet_index = FacetIndex()
     install_problem_handlers(app)
-    for module in (health, auth, organisations, datasets, catalog):
+    for module in (health, auth, organisations, datasets, catalog, nodes, jobs, blobs):
         app.include_router(module.router)
     # Outermost last: request id → rate limit → idempotency → routes.
     app.add_middleware(
-        IdempotencyMiddleware, store=kv, ttl=settings.idempotency_ttl_seconds
+        IdempotencyMiddleware,
+        store=kv,
+        ttl=settings.idempotency_ttl_seconds,
+        exempt=CONTENT_ADDRESSED_UPLOADS,
     )
     app.add_middleware(
         RateLimitMiddleware,
@@ -86,3 +124,17 @@ def create_app(
     )
     app.add_middleware(RequestIdMiddleware)
     return app
+
+
+def serve_app() -> FastAPI:
+    """The app ``veilx serve`` runs (a uvicorn factory).
+
+    Without Redis (the embedded defaults) there is no separate ``veilx worker``,
+    so each API process sweeps job deadlines itself; the sweep is idempotent, so
+    several processes sweeping is harmless.
+    """
+    settings = get_settings()
+    return create_app(
+        settings,
+        sweep_interval=None if settings.redis_url else EMBEDDED_SWEEP_INTERVAL,
+    )

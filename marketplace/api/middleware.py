@@ -156,16 +156,31 @@ class IdempotencyMiddleware:
     (method, path, query or body) is refused with 409; a key whose first request is
     still running is refused with 409 ``idempotency_key_in_use``. Server errors are
     not stored, so the request may be retried with the same key.
+
+    POSTs to ``exempt`` paths pass through untouched: content-addressed uploads,
+    idempotent by construction (the same bytes give the same object) and too
+    large to buffer here.
     """
 
-    def __init__(self, app: ASGIApp, store: KeyValueStore, ttl: int) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        store: KeyValueStore,
+        ttl: int,
+        exempt: frozenset[str] = frozenset(),
+    ) -> None:
         self.app = app
         self.store = store
         self.ttl = ttl
+        self.exempt = exempt
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Claim, run and record; or replay."""
-        if scope["type"] != "http" or scope["method"] != "POST":
+        if (
+            scope["type"] != "http"
+            or scope["method"] != "POST"
+            or scope["path"] in self.exempt
+        ):
             await self.app(scope, receive, send)
             return
         key = _header(scope, b"idempotency-key")

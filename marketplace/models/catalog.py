@@ -13,6 +13,7 @@ from sqlmodel import Field, SQLModel
 from sqlmodel._compat import SQLModelConfig
 
 from marketplace.models._types import JSONType, UTCDateTime, new_id, utcnow
+from marketplace.models.nodes import VersionAttestationPublic
 from mpc_engine.policy import RightsPolicy, Sensitivity
 from pricing import PricingPlan
 
@@ -287,6 +288,11 @@ class DatasetVersionPublic(SQLModel):
     note: str | None
     created_at: datetime
     is_live: bool
+    attestation: VersionAttestationPublic | None = Field(
+        default=None,
+        description="The latest verified quality attestation of this version by "
+        "the data node, if any.",
+    )
 
 
 class ProviderRef(SQLModel):

@@ -44,9 +44,11 @@ from marketplace.models import (
     SearchDocument,
     SearchFacet,
     SearchMeta,
+    VersionAttestationPublic,
     utcnow,
 )
 from marketplace.services.identity import Caller
+from marketplace.services.nodes import latest_attestations
 from mpc_engine.policy import ColumnInfo, RightsPolicy, check_against_schema
 from pricing import PRICING_PLAN_ADAPTER, AnyPlan, reference_price_minor
 
@@ -154,6 +156,26 @@ class CatalogService:
         """Return a dataset the caller may see."""
         return self._public(self._load(caller, dataset_id))
 
+    def load_visible(self, caller: Caller, dataset_id: uuid.UUID) -> Dataset:
+        """The dataset row, for other services, if the caller may see it (else 404)."""
+        return self._load(caller, dataset_id)
+
+    def version_attestation(
+        self, caller: Caller, dataset_id: uuid.UUID, version_id: uuid.UUID
+    ) -> VersionAttestationPublic:
+        """The latest verified attestation of a version of a visible dataset."""
+        ds = self._load(caller, dataset_id)
+        version = self.session.get(DatasetVersion, version_id)
+        if version is None or version.dataset_id != ds.id:
+            raise NotFound(f"version {version_id} of dataset {dataset_id} not found")
+        found = latest_attestations(self.session, [version.id]).get(version.id)
+        if found is None:
+            raise NotFound(
+                f"version {version_id} has no verified attestation yet",
+                code="no_attestation",
+            )
+        return found
+
     def list_for_provider(
         self, caller: Caller, status: DatasetStatus | None = None
     ) -> list[DatasetPublic]:
@@ -174,7 +196,9 @@ class CatalogService:
             .where(DatasetVersion.dataset_id == ds.id)
             .order_by(col(DatasetVersion.created_at).desc(), col(DatasetVersion.id))
         )
-        return [self._version_public(v, ds) for v in self.session.exec(stmt)]
+        versions = list(self.session.exec(stmt))
+        attested = latest_attestations(self.session, [v.id for v in versions])
+        return [self._version_public(v, ds, attested.get(v.id)) for v in versions]
 
     # -- writes ------------------------------------------------------------------
 
@@ -562,7 +586,15 @@ class CatalogService:
                 "currency": ds.currency,
                 "status": ds.status,
                 "status_reason": ds.status_reason,
-                "live_version": self._version_public(live, ds) if live else None,
+                "live_version": (
+                    self._version_public(
+                        live,
+                        ds,
+                        latest_attestations(self.session, [live.id]).get(live.id),
+                    )
+                    if live
+                    else None
+                ),
                 "created_at": ds.created_at,
                 "updated_at": ds.updated_at,
                 "listed_at": ds.listed_at,
@@ -570,7 +602,11 @@ class CatalogService:
         )
 
     @staticmethod
-    def _version_public(v: DatasetVersion, ds: Dataset) -> DatasetVersionPublic:
+    def _version_public(
+        v: DatasetVersion,
+        ds: Dataset,
+        attestation: VersionAttestationPublic | None = None,
+    ) -> DatasetVersionPublic:
         return DatasetVersionPublic(
             id=v.id,
             content_hash=v.content_hash,
@@ -580,4 +616,5 @@ class CatalogService:
             note=v.note,
             created_at=v.created_at,
             is_live=ds.live_version_id == v.id,
+            attestation=attestation,
         )

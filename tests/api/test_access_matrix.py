@@ -32,6 +32,13 @@ from marketplace.db import Database
 from marketplace.kv import MemoryStore
 from marketplace.models import OrganisationStatus, Role
 from marketplace.services.identity import IdentityService
+from mpc_engine.protocol import (
+    Attestation,
+    NodeKey,
+    SignedAttestation,
+    iso_utc,
+    utc_now,
+)
 from tests.conftest import make_settings
 from tests.factories import (
     PROBLEM_KEYS,
@@ -75,8 +82,31 @@ EXPECTED: dict[str, Rule] = {
     "create_dataset_version": (frozenset({PRO}), "not_suspended"),
     "set_live_version": (frozenset({PRO}), "not_suspended"),
     "transition_dataset": (frozenset({PRO, OPS}), "not_suspended"),
+    "get_version_attestation": ("any", "not_suspended"),
+    "get_dataset_budget": ("any", "admitted"),
     # catalog
     "search_catalog": (frozenset({BUY, OPS, REG}), "admitted"),
+    # blobs and HE contexts
+    "upload_blob": ("any", "admitted"),
+    "get_blob": ("any", "admitted"),
+    "upload_he_context": (frozenset({BUY}), "admitted"),
+    "get_he_context": (frozenset({BUY, PRO}), "admitted"),
+    # data nodes
+    "register_node": (frozenset({PRO}), "admitted"),
+    "list_nodes": (frozenset({PRO, OPS, REG}), "admitted"),
+    "get_node": ("any", "admitted"),
+    "submit_attestation": (frozenset({PRO}), "admitted"),
+    "next_job": (frozenset({PRO}), "admitted"),
+    "list_node_jobs": (frozenset({PRO}), "admitted"),
+    # jobs
+    "create_job": (frozenset({BUY}), "admitted"),
+    "list_jobs": ("any", "admitted"),
+    "get_job": ("any", "admitted"),
+    "approve_job": (frozenset({PRO}), "admitted"),
+    "deny_job": (frozenset({PRO}), "admitted"),
+    "start_job": (frozenset({PRO}), "admitted"),
+    "submit_job_result": (frozenset({PRO}), "admitted"),
+    "get_job_receipt": ("any", "admitted"),
 }
 
 PROTECTED = sorted(op for op, rule in EXPECTED.items() if rule != "public")
@@ -105,12 +135,44 @@ def _own_org(ctx: Ctx) -> str:
     return str(ctx.caller.org_id)
 
 
+def _sha(_: Ctx) -> str:
+    return secrets.token_hex(32)
+
+
+def _attestation() -> Any:
+    """A well-signed attestation from a node nobody registered."""
+    key = NodeKey.generate()
+    now = iso_utc(utc_now())
+    att = Attestation(
+        dataset_id=uuid.uuid4(),
+        node_id=uuid.uuid4(),
+        content_hash=secrets.token_hex(32),
+        row_count=10,
+        columns=[],
+        source_modified_at=now,
+        computed_at=now,
+    )
+    return SignedAttestation.sign(att, key).model_dump(mode="json")
+
+
+def _job_for(ctx: Ctx) -> Any:
+    """A job on the listed dataset, which no node serves (409 ``no_node``)."""
+    return {
+        "dataset_id": ctx.listed_id,
+        "kind": "aggregate",
+        "purpose": "research",
+        "params": {"statistics": ["count"], "group_by": ["region"]},
+    }
+
+
 @dataclass(frozen=True)
 class Call:
-    """How to call one endpoint: path parameter values and a body."""
+    """How to call one endpoint: path parameter values and a JSON or raw body."""
 
     params: dict[str, Callable[[Ctx], str]]
     body: Callable[[], Any] | None = None
+    content: Callable[[], bytes] | None = None
+    body_for: Callable[[Ctx], Any] | None = None
 
 
 CALLS: dict[str, Call] = {
@@ -145,6 +207,33 @@ CALLS: dict[str, Call] = {
     ),
     "transition_dataset": Call({"dataset_id": _random}, lambda: {"to": "delisted"}),
     "search_catalog": Call({}),
+    "get_version_attestation": Call({"dataset_id": _listed, "version_id": _random}),
+    "get_dataset_budget": Call({"dataset_id": _listed}),
+    "upload_blob": Call({}, content=lambda: secrets.token_bytes(64)),
+    "get_blob": Call({"sha256": _sha}),
+    # Not a context: 422 ``malformed_context`` once access is granted.
+    "upload_he_context": Call({}, content=lambda: b"not a context"),
+    "get_he_context": Call({"context_id": _sha}),
+    "register_node": Call(
+        {},
+        lambda: {"name": "node", "public_key": NodeKey.generate().public_key_hex},
+    ),
+    "list_nodes": Call({}),
+    "get_node": Call({"node_id": _random}),
+    "submit_attestation": Call({"node_id": _random}, _attestation),
+    "next_job": Call({"node_id": _random}),
+    "list_node_jobs": Call({"node_id": _random}),
+    "create_job": Call({}, body_for=_job_for),
+    "list_jobs": Call({}),
+    "get_job": Call({"job_id": _random}),
+    "approve_job": Call({"job_id": _random}, lambda: {"note": "ok"}),
+    "deny_job": Call({"job_id": _random}, lambda: {"reason": "no"}),
+    "start_job": Call({"job_id": _random}),
+    "submit_job_result": Call(
+        {"job_id": _random},
+        lambda: {"outcome": "failed", "reason_code": "node_error", "reason": "x"},
+    ),
+    "get_job_receipt": Call({"job_id": _random}),
 }
 
 
@@ -259,7 +348,12 @@ def call(
     endpoint = _routes(client.app)[operation_id]  # type: ignore[arg-type]
     spec = CALLS[operation_id]
     path = endpoint.path.format(**{k: f(ctx) for k, f in spec.params.items()})
-    body = spec.body() if spec.body else None
+    if spec.content is not None:
+        raw = {**(headers or {}), "Content-Type": "application/octet-stream"}
+        return client.request(
+            endpoint.method, path, content=spec.content(), headers=raw
+        )
+    body = spec.body_for(ctx) if spec.body_for else spec.body() if spec.body else None
     return client.request(endpoint.method, path, json=body, headers=headers)
 
 

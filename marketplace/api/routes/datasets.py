@@ -8,8 +8,9 @@ from typing import Annotated
 from fastapi import APIRouter, Query
 from pydantic import BaseModel
 
-from marketplace.api.deps import CatalogDep, allow
+from marketplace.api.deps import CatalogDep, JobsDep, allow
 from marketplace.models import (
+    BudgetReport,
     DatasetCreate,
     DatasetPublic,
     DatasetStatus,
@@ -18,6 +19,7 @@ from marketplace.models import (
     DatasetVersionCreate,
     DatasetVersionPublic,
     Role,
+    VersionAttestationPublic,
 )
 from marketplace.services.identity import Caller
 
@@ -26,6 +28,7 @@ router = APIRouter(prefix="/v1/datasets", tags=["datasets"])
 Provider = Annotated[Caller, allow(Role.PROVIDER, org="not_suspended")]
 Reader = Annotated[Caller, allow(org="not_suspended")]
 Mover = Annotated[Caller, allow(Role.PROVIDER, Role.OPERATOR, org="not_suspended")]
+Member = Annotated[Caller, allow()]
 
 
 class LiveVersion(BaseModel):
@@ -92,6 +95,29 @@ def create_dataset_version(
 ) -> DatasetVersionPublic:
     """Record a new content version (by content hash)."""
     return catalog.add_version(caller, dataset_id, body)
+
+
+@router.get(
+    "/{dataset_id}/versions/{version_id}/attestation",
+    operation_id="get_version_attestation",
+)
+def get_version_attestation(
+    dataset_id: uuid.UUID, version_id: uuid.UUID, caller: Reader, catalog: CatalogDep
+) -> VersionAttestationPublic:
+    """The latest verified quality attestation of a version, signed by its node."""
+    return catalog.version_attestation(caller, dataset_id, version_id)
+
+
+@router.get("/{dataset_id}/budget", operation_id="get_dataset_budget")
+def get_dataset_budget(
+    dataset_id: uuid.UUID, caller: Member, jobs: JobsDep
+) -> BudgetReport:
+    """The privacy budget and its use as the node last reported it.
+
+    The provider, the operator and the regulator see every buyer and the total; a
+    buyer sees its own row.
+    """
+    return jobs.budget(caller, dataset_id)
 
 
 @router.put("/{dataset_id}/live-version", operation_id="set_live_version")

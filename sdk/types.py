@@ -1,0 +1,542 @@
+"""Typed responses of the exchange and the typed results of computations.
+
+Response models ignore fields they do not know, so a newer exchange does not
+break an older SDK. The protocol's own messages (:class:`SignedReceipt`,
+:class:`BudgetUsage`, :class:`Attestation`, …) are reused as they are: the SDK
+checks what the node signed, not a copy of it.
+"""
+
+from __future__ import annotations
+
+import builtins
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Generic, TypeVar
+
+import numpy as np
+import numpy.typing as npt
+from pydantic import BaseModel, ConfigDict, Field
+
+from mpc_engine.he import ModelKind
+from mpc_engine.policy import RightsPolicy
+from mpc_engine.protocol import (
+    Attestation,
+    BudgetUsage,
+    JobKind,
+    JobState,
+    Loss,
+    ModelInfo,
+    Receipt,
+    SignedReceipt,
+)
+
+__all__ = [
+    "AggregateGroup",
+    "AggregateResult",
+    "BlobRef",
+    "Budget",
+    "BudgetUsage",
+    "Column",
+    "ContextInfo",
+    "Dataset",
+    "DatasetVersion",
+    "FacetCount",
+    "InferenceResult",
+    "Job",
+    "JobProgress",
+    "KeyInfo",
+    "ModelEvalResult",
+    "Node",
+    "Page",
+    "PrivacyBudget",
+    "ProviderRef",
+    "ReceiptInfo",
+    "SearchHit",
+    "VerifiedReceipt",
+    "VersionAttestation",
+]
+
+T = TypeVar("T")
+
+
+class _Response(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+
+# -- catalog -------------------------------------------------------------------------
+
+
+class ProviderRef(_Response):
+    """The provider organisation of a listing."""
+
+    id: uuid.UUID
+    name: str
+
+
+class Column(_Response):
+    """One column of a dataset's schema (never its values)."""
+
+    name: str
+    type: str = Field(description="integer, float, string, boolean, date, …")
+    sensitivity: str
+    unit: str | None = None
+    description: str = ""
+    nullable: bool = False
+
+
+class VersionAttestation(_Response):
+    """The latest verified quality attestation of a dataset version."""
+
+    node_id: uuid.UUID
+    signature: str
+    attestation: Attestation
+    verified: bool
+    received_at: datetime
+
+
+class DatasetVersion(_Response):
+    """A content version of a dataset."""
+
+    id: uuid.UUID
+    content_hash: str
+    row_count: int
+    byte_size: int
+    note: str | None = None
+    created_at: datetime
+    is_live: bool = False
+    attestation: VersionAttestation | None = None
+
+
+class Dataset(_Response):
+    """A dataset listing: metadata, schema, rights policy, live version.
+
+    Attributes
+    ----------
+    policy
+        The machine-readable rights policy the node enforces.
+    live_version
+        The version computations run on, with the node's attestation once the
+        node has attested it.
+    """
+
+    id: uuid.UUID
+    title: str
+    description: str
+    keywords: builtins.list[str] = Field(default_factory=list)
+    themes: builtins.list[str] = Field(default_factory=list)
+    license: str = ""
+    provider: ProviderRef
+    columns: builtins.list[Column]
+    policy: RightsPolicy
+    policy_hash: str
+    reference_price_minor: int | None = None
+    currency: str | None = None
+    status: str
+    live_version: DatasetVersion | None = None
+    created_at: datetime
+    updated_at: datetime
+    listed_at: datetime | None = None
+
+    def column_types(self) -> dict[str, str]:
+        """Column name → logical type, as ``model_eval_bounds`` wants it."""
+        return {c.name: c.type for c in self.columns}
+
+    @property
+    def models(self) -> builtins.list[ModelInfo]:
+        """The provider models the node attested for the live version."""
+        live = self.live_version
+        if live is None or live.attestation is None:
+            return []
+        return list(live.attestation.attestation.models)
+
+
+class SearchHit(_Response):
+    """A catalog search hit."""
+
+    id: uuid.UUID
+    title: str
+    description: str
+    keywords: builtins.list[str] = Field(default_factory=list)
+    themes: builtins.list[str] = Field(default_factory=list)
+    license: str
+    provider: ProviderRef
+    computation_kinds: builtins.list[str] = Field(default_factory=list)
+    pricing_kind: str
+    reference_price_minor: int
+    currency: str
+    listed_at: datetime
+    live_content_hash: str | None = None
+
+
+class FacetCount(_Response):
+    """How many hits carry one facet value."""
+
+    value: str
+    label: str
+    count: int
+
+
+class Page(Generic[T]):
+    """One page of a list, and the way to the next.
+
+    Iterating a page yields its own items; :meth:`auto_paging_iter` follows
+    ``next_cursor`` through every later page.
+
+    Attributes
+    ----------
+    items
+        This page's items.
+    next_cursor
+        Pass as ``cursor`` for the next page; ``None`` on the last page.
+    total
+        Hits in the whole result set, when the endpoint says (search).
+    facets
+        Facet counts, when the endpoint returns them (search, first page).
+    """
+
+    def __init__(
+        self,
+        items: builtins.list[T],
+        next_cursor: str | None,
+        fetch: Callable[[str], Page[T]] | None = None,
+        *,
+        total: int | None = None,
+        facets: dict[str, builtins.list[FacetCount]] | None = None,
+    ) -> None:
+        self.items = items
+        self.next_cursor = next_cursor
+        self.total = total
+        self.facets = facets or {}
+        self._fetch = fetch
+
+    @property
+    def has_more(self) -> bool:
+        """Whether a next page exists."""
+        return self.next_cursor is not None
+
+    def next_page(self) -> Page[T] | None:
+        """Fetch the next page (``None`` on the last page)."""
+        if self.next_cursor is None or self._fetch is None:
+            return None
+        return self._fetch(self.next_cursor)
+
+    def auto_paging_iter(self) -> Iterator[T]:
+        """Yield every item of this page and of all later pages, fetching lazily."""
+        page: Page[T] | None = self
+        while page is not None:
+            yield from page.items
+            page = page.next_page()
+
+    def __iter__(self) -> Iterator[T]:
+        return iter(self.items)
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, index: int) -> T:
+        return self.items[index]
+
+    def __repr__(self) -> str:
+        more = f", next_cursor={self.next_cursor!r}" if self.next_cursor else ""
+        return f"Page(items={len(self.items)}{more})"
+
+
+# -- nodes, blobs, contexts, budgets ---------------------------------------------------
+
+
+class Node(_Response):
+    """A provider's data node: its signing key verifies receipts."""
+
+    id: uuid.UUID
+    organisation_id: uuid.UUID
+    name: str
+    public_key: str = Field(description="Ed25519 public key, 64 hex characters.")
+    created_at: datetime
+    last_seen_at: datetime | None = None
+    datasets: builtins.list[uuid.UUID] = Field(default_factory=list)
+
+
+class BlobRef(_Response):
+    """An uploaded blob: its SHA-256 (its name) and size."""
+
+    sha256: str
+    size: int
+
+
+class ContextInfo(_Response):
+    """An HE public context as the exchange stored it."""
+
+    context_id: str
+    size: int
+    has_galois_keys: bool
+    params: Any = None
+
+
+class PrivacyBudget(_Response):
+    """A privacy budget (ε, δ)."""
+
+    epsilon: float
+    delta: float
+
+
+class Budget(_Response):
+    """A dataset's privacy-budget use, as the node last reported it.
+
+    Attributes
+    ----------
+    total
+        The dataset-wide total (``None`` when the caller may see only its own
+        row, or nothing was spent yet).
+    buyers
+        One row per buyer the caller may see (a buyer sees its own).
+    """
+
+    dataset_id: uuid.UUID
+    budget_per_buyer: PrivacyBudget
+    budget_per_dataset: PrivacyBudget
+    total: BudgetUsage | None = None
+    buyers: builtins.list[BudgetUsage] = Field(default_factory=list)
+
+
+# -- jobs and receipts -----------------------------------------------------------------
+
+
+class Job(_Response):
+    """A computation job as the exchange shows it (``JobPublic``)."""
+
+    id: uuid.UUID
+    dataset_id: uuid.UUID
+    dataset_version_id: uuid.UUID | None = None
+    buyer_id: uuid.UUID
+    node_id: uuid.UUID | None = None
+    kind: JobKind
+    purpose: str
+    params: dict[str, Any]
+    inputs: dict[str, str] = Field(default_factory=dict)
+    context_id: str | None = None
+    state: JobState
+    reason_code: str | None = None
+    reason: str | None = None
+    approved_by: str | None = None
+    created_at: datetime
+    updated_at: datetime
+    deadline: datetime | None = None
+    output: Any = None
+    output_blobs: dict[str, str] = Field(default_factory=dict)
+    privacy_loss: Loss | None = None
+    receipt: SignedReceipt | None = None
+
+    @property
+    def terminal(self) -> bool:
+        """Whether the job can change state no more."""
+        return self.state.terminal
+
+    @property
+    def succeeded(self) -> bool:
+        """Whether the job produced a result."""
+        return self.state is JobState.SUCCEEDED
+
+
+class ReceiptInfo(_Response):
+    """``GET /jobs/{id}/receipt``: the node's signed receipt as the exchange holds it.
+
+    ``verified`` is the exchange's own claim; :meth:`sdk.Client.receipts.verify`
+    checks the receipt independently.
+    """
+
+    receipt: SignedReceipt
+    node_id: uuid.UUID
+    node_public_key: str
+    verified: bool
+
+
+class VerifiedReceipt(_Response):
+    """A receipt the SDK has checked itself against the job and the node registry.
+
+    Attributes
+    ----------
+    receipt
+        The signed statement: dataset version, policy, kind, hashes, privacy loss.
+    signature
+        The node's Ed25519 signature over ``receipt.signed_bytes()``.
+    node_id, node_public_key
+        The node that signed, and its key as the node registry shows it.
+    """
+
+    receipt: Receipt
+    signature: str
+    node_id: uuid.UUID
+    node_public_key: str
+
+    @property
+    def privacy_loss(self) -> Loss:
+        """The privacy loss the node recorded for the job."""
+        return self.receipt.privacy_loss
+
+
+@dataclass(frozen=True)
+class JobProgress:
+    """What :meth:`sdk.Client.jobs.wait` reports to its ``progress`` callback.
+
+    Attributes
+    ----------
+    job
+        The job as last fetched.
+    previous_state
+        The state at the previous poll (``None`` on the first).
+    elapsed
+        Seconds since the wait began.
+    changed
+        Whether the state differs from the previous poll (always true first).
+    """
+
+    job: Job
+    previous_state: JobState | None
+    elapsed: float
+    changed: bool
+
+    @property
+    def state(self) -> JobState:
+        """The job's current state."""
+        return self.job.state
+
+
+# -- local keys --------------------------------------------------------------------
+
+
+class KeyInfo(_Response):
+    """A local HE key (the secret never leaves ``path``)."""
+
+    name: str
+    path: Path
+    context_id: str
+    poly_modulus_degree: int
+    coeff_mod_bit_sizes: tuple[int, ...]
+    scale_bits: int
+    galois: bool
+    created_at: datetime
+    uploaded_to: builtins.list[str] = Field(
+        default_factory=list, description="Exchanges the public context was sent to."
+    )
+
+
+# -- results ----------------------------------------------------------------------
+
+
+GroupKeyValue = str | float | bool | None
+
+
+class AggregateGroup(_Response):
+    """The released statistics of one group.
+
+    Per-column statistics are keyed by column; ``None`` marks a value withheld
+    below the minimum group size (exact mode) or undefined (a DP mean whose noisy
+    count is below 1).
+    """
+
+    key: tuple[GroupKeyValue, ...]
+    count: int | None = None
+    sum: dict[str, float | None] = Field(default_factory=dict)
+    mean: dict[str, float | None] = Field(default_factory=dict)
+    variance: dict[str, float | None] = Field(default_factory=dict)
+    histogram: dict[str, builtins.list[int | None]] = Field(default_factory=dict)
+    quantiles: dict[str, builtins.list[float | None]] = Field(default_factory=dict)
+
+
+class _Result(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, arbitrary_types_allowed=True)
+
+    job: Job
+    receipt: VerifiedReceipt
+
+
+class AggregateResult(_Result):
+    """An ``aggregate`` result, decrypted when it was returned encrypted.
+
+    Attributes
+    ----------
+    group_by
+        The group-by columns; each group's ``key`` follows this order.
+    groups
+        The released groups.
+    dp_applied
+        Whether DP noise was added.
+    privacy_loss
+        The (ε, δ) spent.
+    mechanism
+        ``laplace`` or ``gaussian`` under DP, else ``None``.
+    suppressed
+        Exact mode: whether anything was withheld below the minimum group size.
+    histogram_edges, quantile_levels
+        Bin edges per histogram column; the quantile levels.
+    encrypted
+        Whether the values travelled encrypted under the buyer's key.
+    job, receipt
+        The job and its verified receipt.
+    """
+
+    group_by: builtins.list[str]
+    groups: builtins.list[AggregateGroup]
+    dp_applied: bool
+    privacy_loss: Loss
+    mechanism: str | None = None
+    suppressed: bool = False
+    histogram_edges: dict[str, builtins.list[float]] = Field(default_factory=dict)
+    quantile_levels: builtins.list[float] = Field(default_factory=list)
+    encrypted: bool = False
+
+
+class ModelEvalResult(_Result):
+    """An ``encrypted_model_eval`` result, decrypted with the buyer's key.
+
+    Attributes
+    ----------
+    kind
+        ``linear`` or ``logistic``.
+    mse
+        Mean squared error (linear models), in the label's units squared.
+    log_loss
+        The degree-2 Taylor approximation of the log-loss (logistic models).
+    mean_score
+        Mean prediction (linear) or mean logit (logistic).
+    loss_noise_std, mean_score_noise_std
+        The std of the flooding noise on each metric, in the same units.
+    n_features, label_bounds
+        As the node evaluated them.
+    gram_privacy_loss
+        The DP loss of the Gram-matrix release the node evaluated on.
+    """
+
+    kind: ModelKind
+    mse: float | None
+    log_loss: float | None
+    mean_score: float
+    loss_noise_std: float
+    mean_score_noise_std: float
+    n_features: int
+    label_bounds: tuple[float, float]
+    gram_privacy_loss: Loss | None = None
+
+
+class InferenceResult(_Result):
+    """An ``encrypted_inference`` result: the provider model's scores of your rows.
+
+    Attributes
+    ----------
+    model
+        The provider model that scored the rows.
+    scores
+        One score per row, in row order (``float64`` array).
+    noise_std
+        The std of the noise on each score (flooding, plus any DP noise).
+    n_rows
+        Rows scored.
+    """
+
+    model: str
+    scores: npt.NDArray[np.float64]
+    noise_std: float
+    n_rows: int
