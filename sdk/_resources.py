@@ -543,9 +543,8 @@ class Receipts:
         job's params, inputs (with its context) and released output (with its
         result blobs); ``dataset_version_hash`` is the content hash of the job's
         dataset version; the privacy loss is the one the job reports. The
-        ``policy_hash`` is not compared with the listing's current policy, which
-        may have changed since; the exchange checked it against the job's when the
-        node reported the result.
+        ``policy_hash`` is the one the job was bound to at submission (the
+        listing's current policy may have changed since).
 
         Parameters
         ----------
@@ -580,6 +579,16 @@ class Receipts:
             ("node_id", receipt.node_id, job.node_id),
             ("dataset_id", receipt.dataset_id, job.dataset_id),
             ("kind", receipt.kind, job.kind),
+            (
+                "policy_hash",
+                receipt.policy_hash,
+                job.policy_hash or receipt.policy_hash,
+            ),
+            (
+                "dataset_version_hash",
+                receipt.dataset_version_hash,
+                job.content_hash or receipt.dataset_version_hash,
+            ),
         ):
             if got != want:
                 raise bad(field, f"is {got}, the job's is {want}")

@@ -310,6 +310,8 @@ class Job(_Response):
     id: uuid.UUID
     dataset_id: uuid.UUID
     dataset_version_id: uuid.UUID | None = None
+    content_hash: str | None = None
+    policy_hash: str | None = None
     buyer_id: uuid.UUID
     node_id: uuid.UUID | None = None
     kind: JobKind

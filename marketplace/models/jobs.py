@@ -207,6 +207,8 @@ class JobPublic(SQLModel):
     id: uuid.UUID
     dataset_id: uuid.UUID
     dataset_version_id: uuid.UUID
+    content_hash: str = Field(description="The dataset version's content hash.")
+    policy_hash: str = Field(description="The policy hash the job is bound to.")
     buyer_id: uuid.UUID
     node_id: uuid.UUID | None
     kind: JobKind

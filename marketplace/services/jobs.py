@@ -736,6 +736,8 @@ class JobService:
             id=job.id,
             dataset_id=job.dataset_id,
             dataset_version_id=job.dataset_version_id,
+            content_hash=job.content_hash,
+            policy_hash=job.policy_hash,
             buyer_id=job.buyer_id,
             node_id=job.node_id,
             kind=JobKind(job.kind),

@@ -19,7 +19,9 @@ Computations (DESIGN §4; the O(rows) work stays in plaintext at the node):
 * ``encrypted_inference`` — :func:`encrypt_columns` (buyer), :func:`score_linear`
   (node), :func:`decrypt_scores` (buyer).
 * any other CKKS result (e.g. an encrypted aggregate): :func:`add_noise` for DP
-  noise on chosen slots, :func:`rerandomize` before it leaves the node.
+  noise on chosen slots, :func:`rerandomize` before it leaves the node; a result
+  computed in the clear is encrypted under the buyer's public key with
+  :func:`encrypt_values`.
 
 What the key holder can learn (details in the module docstrings): in
 ``encrypted_model_eval`` the buyer chooses what it encrypts, so a dishonest buyer
@@ -43,6 +45,7 @@ from mpc_engine.he._context import (
     PublicContext,
     SecretContext,
     add_noise,
+    encrypt_values,
     rerandomize,
 )
 from mpc_engine.he._gram import (
@@ -95,6 +98,7 @@ __all__ = [
     "decrypt_scores",
     "encrypt_columns",
     "encrypt_model",
+    "encrypt_values",
     "evaluate_model",
     "flooding_std",
     "gram_matrix",

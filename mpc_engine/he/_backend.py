@@ -623,6 +623,40 @@ def finalize(
     return vec.context.load_vector(_build_vector(out))
 
 
+def encrypt_last_level(
+    context: NativeContext, values: FloatArray, *, scale_bits: int
+) -> NativeVector:
+    """Encrypt real values with the public key at the last level, at scale 2^scale_bits.
+
+    The plaintext holds ``values`` in the first slots and zeros in every other slot
+    (no TenSEAL replication); the ciphertext is a fresh public-key encryption, so
+    its ``c1`` is uniformly random and its noise independent of anything but the
+    encryptor's randomness. Being at the last level (one prime) it is the smallest
+    ciphertext there is, and ``scale_bits`` may differ from the context's scale so
+    large values fit the result prime (see ``encrypt_values``).
+    """
+    state = context.seal_state()
+    dense = np.zeros(state.slot_count, dtype=np.complex128)
+    dense[: values.size] = values
+    plain = seal.Plaintext()
+    state.encoder.encode(
+        dense.tolist(), state.last_parms_id, float(2**scale_bits), plain
+    )
+    ct = seal.Ciphertext()
+    state.encryptor.encrypt(plain, ct)
+    proto = _VectorProto(
+        (values.size,), (state.save_ciphertext(ct),), state.global_scale
+    )
+    return context.load_vector(_build_vector(proto))
+
+
+def result_prime_bits(context: NativeContext) -> int:
+    """Bit size of q0, the one prime a last-level ciphertext keeps."""
+    state = context.seal_state()
+    last = state.context.get_context_data(state.last_parms_id)
+    return int(last.parms().coeff_modulus()[0].bit_count())
+
+
 def add_plain_exact(vec: NativeVector, values: FloatArray) -> NativeVector:
     """Add a plaintext vector (one value per slot) at the ciphertext's true scale."""
     proto, state, ct = _single_ciphertext(vec)

@@ -41,9 +41,11 @@ from mpc_engine.he._backend import (
     NativeVector,
     add_plain_exact,
     decrypt_slots,
+    encrypt_last_level,
     finalize,
     is_finite_scale,
     read_context_parameters,
+    result_prime_bits,
 )
 from mpc_engine.he._params import CKKSParams
 from mpc_engine.he.errors import (
@@ -55,11 +57,15 @@ from mpc_engine.he.errors import (
     MalformedCiphertext,
     MalformedContext,
     SecretKeyPresent,
+    ValueOutOfRange,
 )
 
 _MAGIC: Final = b"VEILXHE1"
 _PRIVATE: Final = object()  # constructor guard: contexts come from the classmethods
 MAX_CIPHERTEXT_BYTES: Final = 64 * 1024 * 1024
+#: Smallest encoding scale :func:`encrypt_values` accepts: below 2^20 the fresh
+#: encryption noise (≈2^14 in coefficient units) would cost more than 1e-2.
+MIN_VALUE_SCALE_BITS: Final = 20
 
 
 def _params_from_bytes(data: bytes) -> CKKSParams:
@@ -596,3 +602,57 @@ def rerandomize(
         vec._native, keep=mask, offset=None, flood_std=float(flood_std), size=vec.size
     )
     return EncryptedVector(vec.context, native, _guard=_PRIVATE)
+
+
+def encrypt_values(context: PublicContext, values: npt.ArrayLike) -> EncryptedVector:
+    """Encrypt a node's plaintext result under the buyer's public key.
+
+    For results the node computes in the clear and returns encrypted so that the
+    exchange sees only their layout (an ``aggregate`` with ``encrypt_result``).
+    The vector is a *fresh* public-key encryption: ``c1`` is uniformly random and
+    the noise depends only on the encryptor's randomness, so — unlike a computed
+    ciphertext — there is no data-dependent noise to flood. Unused slots encode
+    exactly zero (no replicated copies), so a raw decoding of every slot shows the
+    values, then encryption noise only.
+
+    The scale adapts to the values: the ciphertext is at the last level, where the
+    one prime q0 must hold ``|value| · scale`` with a factor-2 margin, so the scale
+    is ``2^(bits(q0) − 2 − ⌈log₂ max|value|⌉)`` (at most ``2^(bits(q0) − 2)``).
+    Counts and sums far beyond the context's own result range (2^19 for the
+    default parameters) therefore fit; the absolute decoding error is below
+    ``2^16 / scale`` (≈1e-2 at the smallest scale accepted, 2^20).
+
+    Parameters
+    ----------
+    context
+        The buyer's public context.
+    values
+        1 to N/2 finite real numbers.
+
+    Returns
+    -------
+    EncryptedVector
+        Logical size ``len(values)``; decrypts (with the secret key) to the values.
+
+    Raises
+    ------
+    InvalidInput
+        Not 1 to N/2 finite numbers.
+    ValueOutOfRange
+        The largest magnitude needs a scale below 2^20.
+    """
+    arr = real_vector(values, "values", context.slot_count)
+    q0_bits = result_prime_bits(context._native)
+    peak = float(np.max(np.abs(arr)))
+    magnitude_bits = math.ceil(math.log2(peak)) if peak > 1.0 else 0
+    scale_bits = q0_bits - 2 - magnitude_bits
+    if scale_bits < MIN_VALUE_SCALE_BITS:
+        raise ValueOutOfRange(
+            "values",
+            peak,
+            float(2 ** (q0_bits - 2 - MIN_VALUE_SCALE_BITS)),
+            f"the result prime of this context ({q0_bits} bits) cannot hold such a "
+            "value with 20 bits of precision",
+        )
+    native = encrypt_last_level(context._native, arr, scale_bits=scale_bits)
+    return EncryptedVector(context, native, _guard=_PRIVATE)

@@ -84,6 +84,8 @@ def test_full_lifecycle(client: TestClient, db: Database) -> None:
         "id",
         "dataset_id",
         "dataset_version_id",
+        "content_hash",
+        "policy_hash",
         "buyer_id",
         "node_id",
         "kind",
@@ -107,6 +109,8 @@ def test_full_lifecycle(client: TestClient, db: Database) -> None:
     assert job["node_id"] == str(served.node.id)
     assert job["buyer_id"] == str(served.buyer.org_id)
     assert job["dataset_version_id"] == served.dataset["live_version"]["id"]
+    assert job["content_hash"] == served.dataset["live_version"]["content_hash"]
+    assert job["policy_hash"] == served.dataset["policy_hash"]
     assert job["receipt"] is None and job["output"] is None
 
     # Who sees it.
