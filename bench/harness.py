@@ -142,6 +142,17 @@ REGISTRY: Final[tuple[Benchmark, ...]] = (
         ("catalog.search",),
         "catalog search over 100,000 listings vs a bare FastAPI endpoint",
     ),
+    Benchmark(
+        "he_compute",
+        ("he.model_eval", "he.inference", "he.encrypt"),
+        "encrypted_model_eval, encrypted_inference and CKKS encryption on one core "
+        "vs numpy / AES-GCM",
+    ),
+    Benchmark(
+        "dp_aggregate",
+        ("dp.aggregate",),
+        "a DP group-by aggregate over 1,000,000 rows vs the numpy aggregate",
+    ),
 )
 
 

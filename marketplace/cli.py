@@ -15,6 +15,9 @@ from rich.console import Console
 
 from marketplace.config import Settings
 from marketplace.errors import VeilxError
+from mpc_engine.node.cli import app as node_app
+from sdk.cli import compute_app, datasets_app, jobs_app, keys_app, receipts_app
+from sdk.errors import VeilxError as SdkError
 
 if TYPE_CHECKING:
     from marketplace.services.identity import IdentityService
@@ -30,6 +33,14 @@ db_app = typer.Typer(help="Database schema migrations.", no_args_is_help=True)
 admin_app = typer.Typer(help="Operator administration.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 app.add_typer(admin_app, name="admin")
+# The buyer's and the provider's commands live with the code they drive: the SDK
+# (which never imports marketplace) and the data node.
+app.add_typer(node_app, name="node")
+app.add_typer(compute_app, name="compute")
+app.add_typer(jobs_app, name="jobs")
+app.add_typer(receipts_app, name="receipts")
+app.add_typer(keys_app, name="keys")
+app.add_typer(datasets_app, name="datasets")
 console = Console(soft_wrap=True)
 err_console = Console(stderr=True, soft_wrap=True)
 
@@ -304,6 +315,9 @@ def main() -> None:
         sys.exit(2)
     except VeilxError as exc:
         err_console.print(f"veilx: error: {exc.detail}", markup=False, highlight=False)
+        sys.exit(2)
+    except SdkError as exc:
+        err_console.print(f"veilx: error: {exc}", markup=False, highlight=False)
         sys.exit(2)
     except ValidationError as exc:
         first = exc.errors()[0]

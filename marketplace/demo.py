@@ -3,7 +3,10 @@
 It starts the real API server on a free loopback port (SQLite, in-process
 key-value store), bootstraps the operator, signs up two providers, a buyer and a
 regulator over HTTP, admits them, lists the sample datasets with their metadata,
-rights policies, prices and content versions, and prints catalog searches.
+rights policies, prices and content versions, and prints catalog searches. Then
+each provider starts its data node next to its CSV files (signed quality
+attestations appear on the listings) and the buyer runs the three computations
+through the SDK (:mod:`marketplace.demo_compute`).
 """
 
 from __future__ import annotations
@@ -23,8 +26,18 @@ from rich.progress import Progress
 from rich.table import Table
 
 from marketplace.api import create_app
+from marketplace.api.main import EMBEDDED_SWEEP_INTERVAL
 from marketplace.config import Settings
 from marketplace.db import Database
+from marketplace.demo_compute import (
+    CREDIT_FEATURES,
+    DemoNode,
+    fit_logistic,
+    read_columns,
+    run_computations,
+    running_nodes,
+    write_node_config,
+)
 from marketplace.models import OrganisationCreate, OrganisationStatus, Role
 from marketplace.samples import load_catalog, write_csv
 from marketplace.services.identity import IdentityService
@@ -47,7 +60,12 @@ class DemoServer:
         self.port = _free_port()
         self.db = Database.from_url(settings.effective_database_url)
         self.db.upgrade()
-        app = create_app(settings, db=self.db, migrate=False)
+        app = create_app(
+            settings,
+            db=self.db,
+            migrate=False,
+            sweep_interval=EMBEDDED_SWEEP_INTERVAL,
+        )
         config = uvicorn.Config(
             app, host="127.0.0.1", port=self.port, log_level="warning", lifespan="on"
         )
@@ -151,7 +169,7 @@ def run_demo(settings: Settings, data_dir: Path, console: Console) -> None:
                 base, p.name, p.country, ["provider"], f"admin@{p.key}.example"
             )
         buyer_key = _sign_up(
-            base, "Aurora Analytics", "FR", ["buyer"], "team@aurora.example"
+            base, "Aurora Analytics", "NL", ["buyer"], "team@aurora.example"
         )
         regulator_key = _sign_up(
             base, "Data Protection Authority", "DE", ["regulator"], "audit@dpa.example"
@@ -173,6 +191,7 @@ def run_demo(settings: Settings, data_dir: Path, console: Console) -> None:
         console.print(table)
 
         listed: list[dict[str, Any]] = []
+        csv_paths: dict[str, Path] = {}
         files = data_dir / "provider-data"
         with Progress(console=console, transient=True) as progress:
             task = progress.add_task(
@@ -204,6 +223,7 @@ def run_demo(settings: Settings, data_dir: Path, console: Console) -> None:
                             c, f"/v1/datasets/{ds['id']}/transitions", {"to": "listed"}
                         )
                     )
+                    csv_paths[ds["id"]] = path
                 progress.advance(task)
 
         table = Table(
@@ -243,7 +263,117 @@ def run_demo(settings: Settings, data_dir: Path, console: Console) -> None:
         with _client(base, regulator_key) as reg:
             n = len(reg.get("/v1/organisations").json())
         console.print(f"the regulator sees {n} organisations on record")
+
+        by_name = {_short_name(ds["title"]): ds for ds in listed}
+        nodes = _node_configs(
+            data_dir, base, keys, catalog.datasets, listed, csv_paths, by_name
+        )
+        console.rule("[bold]data nodes[/] — the raw rows stay here")
+        with running_nodes(nodes) as services:
+            table = Table(
+                "node",
+                "dataset",
+                "rows",
+                "null rate (max)",
+                "content hash",
+                "signature",
+                title="Quality attestations, verified by the exchange",
+            )
+            with _client(base, regulator_key) as reg:
+                for svc in services:
+                    for dataset_id in svc.datasets:
+                        ds = reg.get(f"/v1/datasets/{dataset_id}").json()
+                        att = (ds["live_version"] or {}).get("attestation") or {}
+                        body = att.get("attestation", {})
+                        worst = max(
+                            (c["null_rate"] for c in body.get("columns", [])),
+                            default=0.0,
+                        )
+                        table.add_row(
+                            svc.config.name,
+                            ds["title"][:44],
+                            f"{body.get('row_count', 0):,}",
+                            f"{worst:.1%}",
+                            body.get("content_hash", "")[:12] + "…",
+                            "verified" if att.get("verified") else "MISSING",
+                        )
+            console.print(table)
+            run_computations(
+                console,
+                base_url=base,
+                buyer_key=buyer_key,
+                provider_keys=keys,
+                datasets=by_name,
+                key_dir=data_dir / "buyer-keys",
+            )
     console.rule("demo finished")
+
+
+_SHORT_NAMES = {
+    "Inpatient admissions": "inpatient",
+    "Type 2 diabetes": "diabetes",
+    "Loyalty members": "loyalty",
+    "Co-branded credit card": "credit",
+    "Household smart-meter": "smart_meter",
+    "Shared e-bike": "mobility",
+}
+
+
+def _short_name(title: str) -> str:
+    for prefix, name in _SHORT_NAMES.items():
+        if title.startswith(prefix):
+            return name
+    raise KeyError(f"no short name for sample dataset {title!r}")
+
+
+def _node_configs(
+    data_dir: Path,
+    base: str,
+    keys: dict[str, str],
+    samples: Any,
+    listed: list[dict[str, Any]],
+    csv_paths: dict[str, Path],
+    by_name: dict[str, dict[str, Any]],
+) -> list[DemoNode]:
+    """Write one node config per provider; Northwind also fits its risk model."""
+    provider_of = {s.body.title: s.provider for s in samples}
+    domains = {s.body.title: s.categories for s in samples}
+    nodes = []
+    for provider in sorted(keys):
+        mine = [ds for ds in listed if provider_of[ds["title"]] == provider]
+        models: list[dict[str, Any]] = []
+        credit = by_name["credit"]
+        if credit in mine:
+            data = read_columns(
+                csv_paths[credit["id"]], [*CREDIT_FEATURES, "defaulted_next_6m"]
+            )
+            weights, bias = fit_logistic(data[:, :-1], data[:, -1])
+            models.append(
+                {
+                    "name": "default-risk-v1",
+                    "dataset_id": credit["id"],
+                    "kind": "logistic",
+                    "features": CREDIT_FEATURES,
+                    "weights": weights,
+                    "bias": bias,
+                    "description": "6-month default logit, fitted on the card book",
+                }
+            )
+        config = write_node_config(
+            data_dir / "nodes" / provider,
+            exchange_url=base,
+            api_key=keys[provider],
+            provider=provider,
+            datasets=[
+                (uuid.UUID(ds["id"]), csv_paths[ds["id"]], domains[ds["title"]])
+                for ds in mine
+            ],
+            models=models,
+        )
+        nodes.append(
+            DemoNode(provider, config, tuple(uuid.UUID(ds["id"]) for ds in mine))
+        )
+    return nodes
 
 
 def _print_search(console: Console, q: str | None, res: dict[str, Any]) -> None:
