@@ -16,6 +16,8 @@ import socket
 import threading
 import time
 import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -42,7 +44,7 @@ from marketplace.models import OrganisationCreate, OrganisationStatus, Role
 from marketplace.samples import load_catalog, write_csv
 from marketplace.services.identity import IdentityService
 
-__all__ = ["DemoServer", "run_demo"]
+__all__ = ["DemoRun", "DemoServer", "run_demo"]
 
 PASSWORD = "demo-password-not-secret"  # noqa: S105 - demo accounts only
 
@@ -131,8 +133,47 @@ def _money(minor: int, currency: str) -> str:
     return f"{minor / 100:,.2f} {currency}"
 
 
-def run_demo(settings: Settings, data_dir: Path, console: Console) -> None:
-    """Run the demo in ``data_dir`` (recreated)."""
+@dataclass(frozen=True)
+class DemoRun:
+    """What a finished (or running, for ``after``) demo leaves to look at.
+
+    Attributes
+    ----------
+    base_url
+        The exchange's URL (only reachable inside ``after``).
+    db
+        The exchange's database.
+    keys
+        API keys by party: ``operator``, ``buyer``, ``regulator``, and each
+        provider's key (``meridian``, ``northwind``).
+    datasets
+        The listings by short name (``smart_meter``, ``inpatient``, …).
+    csv_paths
+        The providers' CSV files by dataset id.
+    results
+        What :func:`marketplace.demo_compute.run_computations` returned.
+    """
+
+    base_url: str
+    db: Database
+    keys: dict[str, str]
+    datasets: dict[str, dict[str, Any]]
+    csv_paths: dict[str, Path]
+    results: dict[str, Any]
+
+
+def run_demo(
+    settings: Settings,
+    data_dir: Path,
+    console: Console,
+    *,
+    after: Callable[[DemoRun], None] | None = None,
+) -> DemoRun:
+    """Run the demo in ``data_dir`` (recreated).
+
+    ``after``, if given, is called with the run while the exchange and the data
+    nodes are still up (the privacy tests use it to probe the live system).
+    """
     if data_dir.exists():
         shutil.rmtree(data_dir)
     data_dir.mkdir(parents=True)
@@ -298,7 +339,7 @@ def run_demo(settings: Settings, data_dir: Path, console: Console) -> None:
                             "verified" if att.get("verified") else "MISSING",
                         )
             console.print(table)
-            run_computations(
+            results = run_computations(
                 console,
                 base_url=base,
                 buyer_key=buyer_key,
@@ -306,7 +347,23 @@ def run_demo(settings: Settings, data_dir: Path, console: Console) -> None:
                 datasets=by_name,
                 key_dir=data_dir / "buyer-keys",
             )
+            run = DemoRun(
+                base_url=base,
+                db=server.db,
+                keys={
+                    **keys,
+                    "operator": operator_key,
+                    "buyer": buyer_key,
+                    "regulator": regulator_key,
+                },
+                datasets=by_name,
+                csv_paths={k: Path(v) for k, v in csv_paths.items()},
+                results=results,
+            )
+            if after is not None:
+                after(run)
     console.rule("demo finished")
+    return run
 
 
 _SHORT_NAMES = {

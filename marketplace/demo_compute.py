@@ -451,6 +451,8 @@ def run_computations(
         )
         _receipt_row(receipts, f"score {n:,} applicants", scored.receipt)
         out["inference"] = scored
+        out["applicants"] = applicants
+        out["models"] = candidates
 
         console.rule("[bold]receipts and budgets[/]")
         console.print(receipts)

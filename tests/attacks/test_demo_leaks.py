@@ -1,0 +1,421 @@
+"""Attacks on the running demo that must fail to leak (issue 3, "privacy tests").
+
+The whole demo runs once (exchange, two data nodes, a buyer's SDK) with every
+log record and every API response recorded. While it is still up, a buyer tries
+the classic attacks: a group below k, a differencing pair, spending past the
+budget, a tampered receipt, malformed ciphertexts. Afterwards the exchange's
+database, its logs and every API response are scanned for the providers' raw
+values, the buyer's private inputs and the buyer's secret key.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import logging
+import re
+import sqlite3
+from collections.abc import Awaitable, Callable, Iterator, MutableMapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from rich.console import Console
+from sqlmodel import select
+
+import marketplace.demo as demo_module
+from marketplace.demo import DemoRun, run_demo
+from marketplace.models.jobs import Job as JobRow
+from mpc_engine.protocol import JobState
+from sdk import Client
+from sdk.errors import JobFailedError, ReceiptVerificationError
+from tests.conftest import make_settings
+
+Scope = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
+Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
+
+
+class _Recorder:
+    """ASGI middleware keeping every response body the exchange sends."""
+
+    def __init__(self, app: Any, bodies: list[bytes]) -> None:
+        self.app = app
+        self.bodies = bodies
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        chunks: list[bytes] = []
+
+        async def capture(message: MutableMapping[str, Any]) -> None:
+            if message["type"] == "http.response.body":
+                chunks.append(bytes(message.get("body", b"")))
+                if not message.get("more_body", False):
+                    self.bodies.append(b"".join(chunks))
+            await send(message)
+
+        await self.app(scope, receive, capture)
+
+
+@dataclass
+class Probe:
+    """What the attacks inside the running demo observed."""
+
+    run: DemoRun | None = None
+    outcomes: dict[str, Any] = field(default_factory=dict)
+
+
+def _raw_csv(path: Path) -> tuple[list[str], list[dict[str, str]], str]:
+    text = path.read_text()
+    reader = csv.DictReader(io.StringIO(text))
+    return list(reader.fieldnames or []), list(reader), text
+
+
+def _one_row_value(rows: list[dict[str, str]], column: str) -> str:
+    """A value of ``column`` held by exactly one row (for a differencing pair)."""
+    counts: dict[str, int] = {}
+    for r in rows:
+        counts[r[column]] = counts.get(r[column], 0) + 1
+    return next(v for v, c in sorted(counts.items()) if c == 1 and v)
+
+
+def _key_dir(run: DemoRun) -> Path:
+    """The buyer's key directory (``<data_dir>/buyer-keys``)."""
+    return run.csv_paths[run.datasets["smart_meter"]["id"]].parents[2] / "buyer-keys"
+
+
+def _attacks(run: DemoRun, probe: Probe) -> None:
+    """Run while the exchange and the nodes are up."""
+    probe.run = run
+    out = probe.outcomes
+    base = run.base_url
+    meter, inpatient = run.datasets["smart_meter"], run.datasets["inpatient"]
+    diabetes = run.datasets["diabetes"]
+    key_dir = _key_dir(run)
+    with (
+        Client(run.keys["buyer"], base_url=base, key_dir=key_dir) as buyer,
+        Client(run.keys["meridian"], base_url=base) as meridian,
+    ):
+        # A group below k: 'diverse' patients in one small state.
+        job = buyer.compute.aggregate(
+            inpatient["id"],
+            statistics=["count", "mean"],
+            columns=["length_of_stay_days"],
+            group_by=["sex"],
+            filter="residence_state = 'thuringia'",
+            purpose="epidemiology",
+            wait=False,
+        )
+        meridian.jobs.approve(job.id)
+        out["small_group"] = buyer.compute.result(
+            buyer.jobs.wait(job.id, poll_interval=0.2)
+        )
+
+        # A differencing pair: two DP counts whose filters differ by one row.
+        _, rows, _ = _raw_csv(run.csv_paths[meter["id"]])
+        value = _one_row_value(rows, "consumption_kwh")
+        pair = []
+        for op in ("<=", "<"):
+            pair.append(
+                buyer.compute.aggregate(
+                    meter["id"],
+                    statistics=["count"],
+                    filter=f"consumption_kwh {op} {value}",
+                    mode="dp",
+                    epsilon=0.25,
+                    purpose="grid-planning",
+                    poll_interval=0.2,
+                )
+            )
+        out["pair"] = pair
+        out["pair_value"] = value
+        out["pair_truth"] = [
+            sum(float(r["consumption_kwh"]) <= float(value) for r in rows),
+            sum(float(r["consumption_kwh"]) < float(value) for r in rows),
+        ]
+        out["budget_before"] = buyer.datasets.budget(meter["id"])
+
+        # Spending past the budget is refused by the node.
+        left = 4.0 - out["budget_before"].buyers[0].epsilon_spent
+        ok = buyer.compute.aggregate(
+            meter["id"],
+            statistics=["count"],
+            group_by=["heating_type"],
+            mode="dp",
+            epsilon=round(left - 0.05, 6),
+            purpose="grid-planning",
+            poll_interval=0.2,
+        )
+        out["last_affordable"] = ok
+        with pytest.raises(JobFailedError) as refused:
+            buyer.compute.aggregate(
+                meter["id"],
+                statistics=["count"],
+                group_by=["has_ev"],
+                mode="dp",
+                epsilon=0.1,
+                purpose="grid-planning",
+                poll_interval=0.2,
+            )
+        out["overspend"] = refused.value
+        out["budget_after"] = buyer.datasets.budget(meter["id"])
+
+        # A tampered receipt: the exchange's copy altered after the fact.
+        target = out["pair"][0].job.id
+        with run.db.session() as session:
+            row = session.exec(select(JobRow).where(JobRow.id == target)).one()
+            receipt = dict(row.receipt or {})
+            receipt["receipt"] = {
+                **receipt["receipt"],
+                "privacy_loss": {"epsilon": 0.0, "delta": 0.0},
+            }
+            row.receipt = receipt
+            row.privacy_loss = {"epsilon": 0.0, "delta": 0.0}
+            session.add(row)
+            session.commit()
+        with pytest.raises(ReceiptVerificationError) as tampered:
+            buyer.receipts.verify(target)
+        out["tampered"] = tampered.value
+
+        # Malformed ciphertexts: garbage, and a real ciphertext cut short.
+        evaluated = next(iter(run.results["model_eval"].values())).job
+        context_id, inputs = evaluated.context_id, evaluated.inputs
+        real = buyer.blobs.download(inputs["outer"])
+        garbage = buyer.blobs.upload(b"\x00" * 4096).sha256
+        truncated = buyer.blobs.upload(real[: len(real) // 2]).sha256
+        for name, outer in (("garbage", garbage), ("truncated", truncated)):
+            bad = buyer.jobs.create(
+                diabetes["id"],
+                kind="encrypted_model_eval",
+                purpose="model-validation",
+                params={
+                    "model_kind": "logistic",
+                    "features": [
+                        "age_years",
+                        "bmi_kg_m2",
+                        "baseline_hba1c_pct",
+                        "on_insulin",
+                    ],
+                    "label": "hba1c_above_target_12m",
+                },
+                inputs={"outer": outer, "linear": inputs["linear"]},
+                context_id=context_id,
+            )
+            meridian.jobs.approve(bad.id)
+            out[f"malformed_{name}"] = buyer.jobs.wait(bad.id, poll_interval=0.2)
+
+
+@pytest.fixture(scope="module")
+def demo(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[tuple[Probe, list[bytes], str, str, Path]]:
+    """Run the demo once with recording; yield (probe, bodies, logs, console, dir)."""
+    data_dir = tmp_path_factory.mktemp("demo") / "run"
+    bodies: list[bytes] = []
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setLevel(logging.DEBUG)
+    root = logging.getLogger()
+    old_level = root.level
+    root.addHandler(handler)
+    root.setLevel(logging.DEBUG)
+    original = demo_module.create_app
+
+    def recording_app(*args: Any, **kwargs: Any) -> Any:
+        return _Recorder(original(*args, **kwargs), bodies)
+
+    demo_module.create_app = recording_app  # type: ignore[assignment]
+    console_out = io.StringIO()
+    probe = Probe()
+    try:
+        run_demo(
+            make_settings(data_dir.parent),
+            data_dir,
+            Console(file=console_out, width=200),
+            after=lambda run: _attacks(run, probe),
+        )
+    finally:
+        demo_module.create_app = original
+        root.removeHandler(handler)
+        root.setLevel(old_level)
+    yield probe, bodies, stream.getvalue(), console_out.getvalue(), data_dir
+
+
+# -- the attacks ----------------------------------------------------------------
+
+
+def test_a_group_below_k_is_never_released(demo: Any) -> None:
+    probe, *_ = demo
+    run = probe.run
+    _, rows, _ = _raw_csv(run.csv_paths[run.datasets["inpatient"]["id"]])
+    k = run.datasets["inpatient"]["policy"]["min_group_size"]
+    sizes: dict[str, int] = {}
+    for r in rows:
+        if r["residence_state"] == "thuringia":
+            sizes[r["sex"]] = sizes.get(r["sex"], 0) + 1
+    small = [s for s, n in sizes.items() if 0 < n < k]
+    assert small, f"the data must hold a group below k={k} for this test: {sizes}"
+    released = {g.key[0]: g for g in probe.outcomes["small_group"].groups}
+    for sex in small:
+        g = released.get(sex)
+        assert g is None or (
+            g.count is None and g.mean.get("length_of_stay_days") is None
+        ), f"group {sex!r} of {sizes[sex]} < k leaked"
+    big = [s for s, n in sizes.items() if n >= k]
+    assert all(released[s].count == sizes[s] for s in big)
+
+
+def test_a_differencing_pair_costs_its_accounted_epsilon(demo: Any) -> None:
+    probe, *_ = demo
+    first, second = probe.outcomes["pair"]
+    truth = probe.outcomes["pair_truth"]
+    assert truth[0] - truth[1] == 1
+    assert first.dp_applied and second.dp_applied
+    assert first.receipt.receipt.privacy_loss.epsilon == pytest.approx(0.25)
+    assert second.receipt.receipt.privacy_loss.epsilon == pytest.approx(0.25)
+    assert not first.receipt.receipt.replayed and not second.receipt.receipt.replayed
+    # The node's ledger moved by exactly the two receipts' ε (and only that).
+    before = probe.outcomes["budget_before"].buyers[0].epsilon_spent
+    assert before == pytest.approx(0.5 + 0.5)  # demo's DP mean + this pair
+
+
+def test_spending_past_the_budget_is_refused_and_nothing_is_charged(demo: Any) -> None:
+    probe, *_ = demo
+    refused = probe.outcomes["overspend"]
+    assert refused.job.state is JobState.REJECTED
+    assert refused.job.reason_code == "budget_exhausted"
+    assert "ε=0.05" in (refused.job.reason or "") and "left" in (
+        refused.job.reason or ""
+    )
+    after = probe.outcomes["budget_after"].buyers[0]
+    assert after.epsilon_spent == pytest.approx(3.95)
+    assert after.epsilon_spent <= after.epsilon_budget
+
+
+def test_a_tampered_receipt_fails_verification(demo: Any) -> None:
+    probe, *_ = demo
+    err = probe.outcomes["tampered"]
+    assert err.field == "signature"
+
+
+@pytest.mark.parametrize("name", ["garbage", "truncated"])
+def test_a_malformed_ciphertext_is_rejected_by_the_node(demo: Any, name: str) -> None:
+    probe, *_ = demo
+    job = probe.outcomes[f"malformed_{name}"]
+    assert job.state is JobState.REJECTED
+    assert job.reason_code == "invalid_input"
+    assert "outer" in (job.reason or ""), job.reason
+    assert job.output is None and job.receipt is None
+
+
+# -- the scans ------------------------------------------------------------------
+
+
+def _secret_windows(key_dir: Path) -> list[bytes]:
+    windows = []
+    for path in key_dir.iterdir():
+        if path.suffix == ".json":
+            continue
+        blob = path.read_bytes()
+        length = int.from_bytes(blob[8:16], "big")
+        secret = blob[16 : 16 + length]
+        windows += [
+            secret[i : i + 48]
+            for i in range(len(secret) // 3, len(secret) - 48, 65_537)
+        ]
+    return windows
+
+
+def _needles(probe: Probe) -> tuple[list[str], list[re.Pattern[str]]]:
+    """Raw values that must appear nowhere: identifiers, whole rows, exact values.
+
+    The one value the buyer itself typed into a filter (the differencing pair) is
+    the buyer's own input, not a leak, and is left out.
+    """
+    run = probe.run
+    assert run is not None
+    typed = probe.outcomes["pair_value"]
+    plain: list[str] = []
+    numbers: list[re.Pattern[str]] = []
+    for ds in run.datasets.values():
+        public = {c["name"] for c in ds["columns"] if c["sensitivity"] == "public"}
+        ids = {c["name"] for c in ds["columns"] if c["sensitivity"] == "identifier"}
+        header, rows, text = _raw_csv(run.csv_paths[ds["id"]])
+        plain += [line for line in text.splitlines()[1:] if line]
+        for r in rows:
+            plain += [r[c] for c in ids if r[c]]
+            for c in header:
+                v = r[c]
+                if (
+                    c not in public
+                    and c not in ids
+                    and "." in v
+                    and len(v) >= 7
+                    and v != typed
+                ):
+                    numbers.append(re.compile(rf"(?<![\d.]){re.escape(v)}(?!\d)"))
+    applicants = run.results["applicants"]
+    plain += [repr(float(v)) for v in applicants[:, 1]]  # incomes, full precision
+    return plain, numbers
+
+
+def _scan(haystack: str, plain: list[str], numbers: list[re.Pattern[str]]) -> list[str]:
+    found = [n for n in plain if n in haystack]
+    found += [p.pattern for p in numbers if p.search(haystack)]
+    return found[:5]
+
+
+def _db_text(data_dir: Path) -> tuple[str, bytes]:
+    db = data_dir / "veilx.db"
+    conn = sqlite3.connect(db)
+    try:
+        text = "\n".join(conn.iterdump())
+    finally:
+        conn.close()
+    raw = b"".join(p.read_bytes() for p in data_dir.glob("veilx.db*"))
+    return text, raw
+
+
+def test_the_scan_finds_planted_values(demo: Any) -> None:
+    """The scanner is not blind: a planted row and identifier are found."""
+    probe, *_ = demo
+    plain, numbers = _needles(probe)
+    assert len(plain) > 50_000 and len(numbers) > 1_000
+    planted = f"note: {plain[0]} and {numbers[0].pattern.split(')', 1)[1][:-6]}"
+    assert _scan(planted, plain, numbers)
+
+
+def test_no_raw_value_in_the_exchange_database(demo: Any) -> None:
+    probe, _bodies, _logs, _console, data_dir = demo
+    plain, numbers = _needles(probe)
+    text, raw = _db_text(data_dir)
+    assert "encrypted_model_eval" in text  # the dump holds the jobs
+    assert _scan(text, plain, numbers) == []
+    for window in _secret_windows(data_dir / "buyer-keys"):
+        assert window not in raw
+
+
+def test_no_raw_value_in_any_api_response(demo: Any) -> None:
+    probe, bodies, _logs, _console, data_dir = demo
+    plain, numbers = _needles(probe)
+    assert len(bodies) > 100
+    text = "\n".join(b.decode("utf-8", "replace") for b in bodies)
+    assert "attestation" in text
+    assert _scan(text, plain, numbers) == []
+    joined = b"".join(bodies)
+    for window in _secret_windows(data_dir / "buyer-keys"):
+        assert window not in joined
+
+
+def test_no_raw_value_in_the_logs_or_the_console(demo: Any) -> None:
+    probe, _bodies, logs, console, _ = demo
+    plain, numbers = _needles(probe)
+    assert logs, "nothing was logged: the scan would be vacuous"
+    assert _scan(logs, plain, numbers) == []
+    assert "demo finished" in console
+    assert _scan(console, plain, numbers) == []
+    assert np.isfinite(probe.run.results["inference"].scores).all()
