@@ -39,6 +39,9 @@ MAX_PENDING = 1000
 PENDING_TTL_SECONDS = 24 * 3600
 """A node's Redis list expires after this long without a new wake-up."""
 
+SOCKET_TIMEOUT_SECONDS = 5.0
+"""Redis socket read timeout unless the URL sets one (``?socket_timeout=``)."""
+
 
 class JobQueue(Protocol):
     """The operations job dispatch needs from Redis or its in-process stand-in."""
@@ -138,9 +141,21 @@ class RedisQueue:
         self._max_pending = max_pending
         # Every waiting poll holds a connection for its BLPOP.
         self._pool = redis.BlockingConnectionPool.from_url(
-            url, max_connections=max_connections, timeout=5
+            url,
+            max_connections=max_connections,
+            timeout=5,
+            socket_timeout=SOCKET_TIMEOUT_SECONDS,  # the URL's own value wins
         )
         self.client: Any = redis.Redis(connection_pool=self._pool)
+        # A BLPOP longer than the socket read timeout ends in a TimeoutError
+        # (the wake-up is then missed), so a long wait is a series of shorter
+        # BLPOPs, each well within it.
+        read_timeout = self._pool.connection_kwargs.get("socket_timeout")
+        self._blpop_slice = (
+            None
+            if read_timeout is None
+            else max(0.01, float(read_timeout) - min(1.0, float(read_timeout) / 2))
+        )
 
     def _key(self, node_id: uuid.UUID) -> str:
         return f"{self.namespace}:jobq:{node_id}"
@@ -168,9 +183,16 @@ class RedisQueue:
             if timeout <= 0:
                 raw = self.client.lpop(key)
             else:
-                # BLPOP's timeout 0 means "forever": keep it strictly positive.
-                popped = self.client.blpop([key], timeout=max(timeout, 0.01))
-                raw = popped[1] if popped else None
+                raw = None
+                while raw is None:
+                    remaining = timeout - (time.monotonic() - started)
+                    if remaining <= 0:
+                        break
+                    if self._blpop_slice is not None:
+                        remaining = min(remaining, self._blpop_slice)
+                    # BLPOP's timeout 0 means "forever": keep it strictly positive.
+                    popped = self.client.blpop([key], timeout=max(remaining, 0.01))
+                    raw = popped[1] if popped else None
         except (redis.RedisError, OSError) as exc:
             log.warning("waiting for jobs of node %s failed: %s", node_id, exc)
             time.sleep(max(0.0, timeout - (time.monotonic() - started)))

@@ -176,6 +176,12 @@ class _Plan:
 def _plan(request: AggregateRequest, table: Table, policy: RightsPolicy) -> _Plan:
     if ComputationKind.AGGREGATE not in policy.permitted_kinds:
         raise PolicyViolation("kind", "'aggregate' is not permitted by the policy")
+    if policy.require_dp and request.mode is not Mode.DP:
+        raise PolicyViolation(
+            "mode",
+            "the policy requires differential privacy for this dataset; ask with "
+            "mode 'dp' and an epsilon",
+        )
     permitted = set(policy.permitted_columns)
     specs = table.specs
     for field_name, names in (

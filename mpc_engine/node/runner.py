@@ -29,8 +29,10 @@ Start-up (:meth:`NodeService.start`):
    ==================================  ============================================
 
 The loop (:meth:`NodeService.serve`) re-reads the listings' policies every
-minute (and whenever a job names another policy), long-polls for the next job,
-starts it,
+minute (and whenever a job names another policy), every 30 seconds runs the jobs
+the exchange lists as dispatched to this node that the journal does not know
+(:meth:`NodeService.resume_orphans`: a claim whose answer never arrived), long-polls
+for the next job, starts it,
 executes it (:func:`~mpc_engine.node.executor.execute`: journaled before anything
 is computed), uploads the result blobs, posts the result and marks it reported. A
 result the exchange could not take (unreachable) stays *finished* and is re-sent
@@ -88,6 +90,8 @@ GRAM_DIR = "grams"
 POLICY_REFRESH_SECONDS = 60.0
 """How often the loop re-reads the listings' policies (a job under another
 policy also triggers a re-read)."""
+ORPHAN_CHECK_SECONDS = 30.0
+"""How often the loop looks for jobs dispatched to the node that it never received."""
 
 
 class _ExchangeInputs:
@@ -143,6 +147,7 @@ class NodeService:
         self._identity: NodeIdentity | None = None
         self.datasets: dict[uuid.UUID, ServedDataset] = {}
         self._refreshed = time.monotonic()
+        self._orphans_checked = time.monotonic()
         self._inputs = _ExchangeInputs(
             self._client, ContextCache(self._client.get_context)
         )
@@ -299,6 +304,28 @@ class NodeService:
                 self._report(
                     spec.job_id, Execution(known.result, state.blobs(spec.job_id))
                 )
+        self._orphans_checked = time.monotonic()
+
+    def resume_orphans(self) -> None:
+        """Run the jobs the exchange lists as this node's that the journal lacks.
+
+        A claim can be made without its answer reaching this process: the long
+        poll of a crashed predecessor, still waiting at the exchange, takes the
+        next job for the node; a dropped connection loses one. The job then sits
+        ``dispatched`` to this node, which otherwise learns of it only at its next
+        restart (:meth:`recover`). The journal decides as always: a job it holds
+        is never run again.
+        """
+        listed = self._client.list_jobs(
+            self.node_id, [JobState.DISPATCHED.value, JobState.RUNNING.value]
+        )
+        for spec in listed:
+            if self.state.job(spec.job_id) is None:
+                logger.info(
+                    "job %s was dispatched here but never received", spec.job_id
+                )
+                self._run(spec, started=spec.state is JobState.RUNNING)
+        self._orphans_checked = time.monotonic()
 
     def flush(self) -> None:
         """Re-send every stored result the exchange has not acknowledged."""
@@ -432,6 +459,8 @@ class NodeService:
             try:
                 if time.monotonic() - self._refreshed >= POLICY_REFRESH_SECONDS:
                     self.refresh_policies()
+                if time.monotonic() - self._orphans_checked >= ORPHAN_CHECK_SECONDS:
+                    self.resume_orphans()
                 self.flush()
                 if not self.poll_once():
                     stop.wait(idle)

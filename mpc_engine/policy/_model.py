@@ -119,6 +119,12 @@ class RightsPolicy(BaseModel):
     budget_per_dataset: PrivacyBudget
     reveal_intersection: bool = False
     human_approval: bool = False
+    require_dp: bool = Field(
+        default=False,
+        description="Aggregates may only be released with differential privacy: no "
+        "exact mode (closes differencing attacks on exact, thresholded releases and "
+        "exact quantiles, which reveal real values).",
+    )
     inference_row_budget: int | None = Field(
         default=None,
         ge=1,

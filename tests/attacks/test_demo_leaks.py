@@ -115,6 +115,17 @@ def _attacks(run: DemoRun, probe: Probe) -> None:
             buyer.jobs.wait(job.id, poll_interval=0.2)
         )
 
+        # Exact mode where the policy requires DP (differencing on exact counts).
+        with pytest.raises(JobFailedError) as exact:
+            buyer.compute.aggregate(
+                meter["id"],
+                statistics=["count"],
+                filter="consumption_kwh < 5",
+                purpose="grid-planning",
+                poll_interval=0.2,
+            )
+        out["exact_refused"] = exact.value
+
         # A differencing pair: two DP counts whose filters differ by one row.
         _, rows, _ = _raw_csv(run.csv_paths[meter["id"]])
         value = _one_row_value(rows, "consumption_kwh")
@@ -269,6 +280,14 @@ def test_a_group_below_k_is_never_released(demo: Any) -> None:
     assert all(released[s].count == sizes[s] for s in big)
 
 
+def test_exact_mode_is_refused_where_the_policy_requires_dp(demo: Any) -> None:
+    probe, *_ = demo
+    job = probe.outcomes["exact_refused"].job
+    assert job.state is JobState.REJECTED
+    assert job.reason_code == "policy_violation"
+    assert "requires differential privacy" in (job.reason or "")
+
+
 def test_a_differencing_pair_costs_its_accounted_epsilon(demo: Any) -> None:
     probe, *_ = demo
     first, second = probe.outcomes["pair"]
@@ -316,22 +335,49 @@ def test_a_malformed_ciphertext_is_rejected_by_the_node(demo: Any, name: str) ->
 
 
 def _secret_windows(key_dir: Path) -> list[bytes]:
-    windows = []
-    for path in key_dir.iterdir():
+    """48-byte windows of each secret key serialisation that its public part lacks.
+
+    A key file holds the secret serialisation, then the public one (see
+    ``SecretContext.save``); the secret serialisation repeats the public key
+    objects, so only windows absent from the public bytes identify the secret.
+    """
+    windows: list[bytes] = []
+    for path in sorted(key_dir.iterdir()):
         if path.suffix == ".json":
             continue
         blob = path.read_bytes()
-        length = int.from_bytes(blob[8:16], "big")
-        secret = blob[16 : 16 + length]
-        windows += [
-            secret[i : i + 48]
-            for i in range(len(secret) // 3, len(secret) - 48, 65_537)
+        n = int.from_bytes(blob[8:16], "big")
+        secret = blob[16 : 16 + n]
+        m = int.from_bytes(blob[16 + n : 24 + n], "big")
+        public = blob[24 + n : 24 + n + m]
+        mine = [
+            w
+            for w in (secret[i : i + 48] for i in range(0, len(secret) - 48, 4099))
+            if w not in public
         ]
+        assert len(mine) >= 20, path
+        windows += mine
     return windows
 
 
-def _needles(probe: Probe) -> tuple[list[str], list[re.Pattern[str]]]:
-    """Raw values that must appear nowhere: identifiers, whole rows, exact values.
+@dataclass(frozen=True)
+class Needles:
+    """Raw values that must appear nowhere.
+
+    ``tokens``: identifiers and exact non-public decimal values (7+ characters),
+    looked up among the haystack's tokens; ``lines``: whole CSV rows (every 25th),
+    looked up as substrings.
+    """
+
+    tokens: frozenset[str]
+    lines: tuple[str, ...]
+
+
+_TOKEN = re.compile(r"[\w@+\-]+(?:\.[\w@+\-]+)*")
+
+
+def _needles(probe: Probe) -> Needles:
+    """The providers' raw values and the buyer's private inputs.
 
     The one value the buyer itself typed into a filter (the differencing pair) is
     the buyer's own input, not a leak, and is left out.
@@ -339,33 +385,33 @@ def _needles(probe: Probe) -> tuple[list[str], list[re.Pattern[str]]]:
     run = probe.run
     assert run is not None
     typed = probe.outcomes["pair_value"]
-    plain: list[str] = []
-    numbers: list[re.Pattern[str]] = []
+    tokens: set[str] = set()
+    lines: list[str] = []
     for ds in run.datasets.values():
         public = {c["name"] for c in ds["columns"] if c["sensitivity"] == "public"}
         ids = {c["name"] for c in ds["columns"] if c["sensitivity"] == "identifier"}
         header, rows, text = _raw_csv(run.csv_paths[ds["id"]])
-        plain += [line for line in text.splitlines()[1:] if line]
+        lines += [line for line in text.splitlines()[1::25] if line]
         for r in rows:
-            plain += [r[c] for c in ids if r[c]]
+            tokens.update(r[c] for c in ids if r[c])
             for c in header:
-                v = r[c]
+                v = r[c].lstrip("-")
                 if (
                     c not in public
                     and c not in ids
                     and "." in v
                     and len(v) >= 7
-                    and v != typed
+                    and v != typed.lstrip("-")
                 ):
-                    numbers.append(re.compile(rf"(?<![\d.]){re.escape(v)}(?!\d)"))
+                    tokens.add(v)
     applicants = run.results["applicants"]
-    plain += [repr(float(v)) for v in applicants[:, 1]]  # incomes, full precision
-    return plain, numbers
+    tokens.update(repr(float(v)) for v in applicants[:, 1])  # full-precision incomes
+    return Needles(frozenset(tokens), tuple(lines))
 
 
-def _scan(haystack: str, plain: list[str], numbers: list[re.Pattern[str]]) -> list[str]:
-    found = [n for n in plain if n in haystack]
-    found += [p.pattern for p in numbers if p.search(haystack)]
+def _scan(haystack: str, needles: Needles) -> list[str]:
+    found = sorted(needles.tokens.intersection(_TOKEN.findall(haystack)))
+    found += [line for line in needles.lines if line in haystack]
     return found[:5]
 
 
@@ -381,31 +427,38 @@ def _db_text(data_dir: Path) -> tuple[str, bytes]:
 
 
 def test_the_scan_finds_planted_values(demo: Any) -> None:
-    """The scanner is not blind: a planted row and identifier are found."""
+    """The scanner is not blind: each kind of planted value is found."""
     probe, *_ = demo
-    plain, numbers = _needles(probe)
-    assert len(plain) > 50_000 and len(numbers) > 1_000
-    planted = f"note: {plain[0]} and {numbers[0].pattern.split(')', 1)[1][:-6]}"
-    assert _scan(planted, plain, numbers)
+    needles = _needles(probe)
+    assert len(needles.tokens) > 50_000 and len(needles.lines) > 1_000
+    identifier = next(t for t in sorted(needles.tokens) if "-" in t or "@" in t)
+    number = next(t for t in sorted(needles.tokens) if t[0].isdigit())
+    for planted in (
+        f'{{"note": "{identifier}"}}',
+        f'{{"x": {number}, "y": 1}}',
+        f"rows: {needles.lines[3]}\n",
+    ):
+        assert _scan(planted, needles), planted
+    assert _scan('{"mean": 10.5, "id": "n/a"}', needles) == []
 
 
 def test_no_raw_value_in_the_exchange_database(demo: Any) -> None:
     probe, _bodies, _logs, _console, data_dir = demo
-    plain, numbers = _needles(probe)
+    needles = _needles(probe)
     text, raw = _db_text(data_dir)
     assert "encrypted_model_eval" in text  # the dump holds the jobs
-    assert _scan(text, plain, numbers) == []
+    assert _scan(text, needles) == []
     for window in _secret_windows(data_dir / "buyer-keys"):
         assert window not in raw
 
 
 def test_no_raw_value_in_any_api_response(demo: Any) -> None:
     probe, bodies, _logs, _console, data_dir = demo
-    plain, numbers = _needles(probe)
+    needles = _needles(probe)
     assert len(bodies) > 100
     text = "\n".join(b.decode("utf-8", "replace") for b in bodies)
     assert "attestation" in text
-    assert _scan(text, plain, numbers) == []
+    assert _scan(text, needles) == []
     joined = b"".join(bodies)
     for window in _secret_windows(data_dir / "buyer-keys"):
         assert window not in joined
@@ -413,9 +466,9 @@ def test_no_raw_value_in_any_api_response(demo: Any) -> None:
 
 def test_no_raw_value_in_the_logs_or_the_console(demo: Any) -> None:
     probe, _bodies, logs, console, _ = demo
-    plain, numbers = _needles(probe)
+    needles = _needles(probe)
     assert logs, "nothing was logged: the scan would be vacuous"
-    assert _scan(logs, plain, numbers) == []
+    assert _scan(logs, needles) == []
     assert "demo finished" in console
-    assert _scan(console, plain, numbers) == []
+    assert _scan(console, needles) == []
     assert np.isfinite(probe.run.results["inference"].scores).all()

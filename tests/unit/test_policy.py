@@ -203,6 +203,7 @@ def _changes(doc: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
 
     variant("min_group_size", min_group_size=doc["min_group_size"] % 999_999 + 2)
     variant("human_approval", human_approval=not doc["human_approval"])
+    variant("require_dp", require_dp=not doc.get("require_dp", False))
     variant(
         "max_queries_per_buyer",
         max_queries_per_buyer=None if doc["max_queries_per_buyer"] else 7,

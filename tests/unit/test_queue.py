@@ -126,6 +126,32 @@ def test_close_wakes_memory_waiters() -> None:
     assert time.monotonic() - started < 5
 
 
+def test_a_redis_wait_longer_than_the_socket_timeout_still_wakes(
+    redis_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A node's long poll (up to 30 s) outlasts the socket read timeout (5 s by
+    # default; 0.4 s here): the wait must not end in a read timeout and miss
+    # the wake-up.
+    sep = "&" if "?" in redis_url else "?"
+    queue = RedisQueue(
+        f"{redis_url}{sep}socket_timeout=0.4",
+        namespace=f"veilx-test-{uuid.uuid4().hex[:10]}",
+    )
+    node, job = uuid.uuid4(), uuid.uuid4()
+    got: list[uuid.UUID | None] = []
+    waiter = threading.Thread(target=lambda: got.append(queue.wait(node, 5)))
+    with caplog.at_level(logging.WARNING, logger="veilx.queue"):
+        started = time.monotonic()
+        waiter.start()
+        time.sleep(1.0)  # more than two socket timeouts
+        queue.notify(node, job)
+        waiter.join(10)
+    assert got == [job]
+    assert time.monotonic() - started < 3
+    assert not caplog.records, [r.getMessage() for r in caplog.records]
+    queue.close()
+
+
 def test_an_unreachable_redis_degrades_to_waiting(
     caplog: pytest.LogCaptureFixture,
 ) -> None:

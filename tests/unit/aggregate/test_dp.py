@@ -19,6 +19,7 @@ from mpc_engine.aggregate import (
     Table,
     run_aggregate,
 )
+from mpc_engine.aggregate.errors import PolicyViolation
 from mpc_engine.dp import Mechanism
 from mpc_engine.policy import RightsPolicy, Sensitivity
 from tests.unit.aggregate.factories import REGIONS, create_random_table, make_policy
@@ -226,3 +227,17 @@ def test_differencing_pair_is_bounded_by_epsilon() -> None:
         abs(with_row[v] - without_row[v]) for v in set(with_row) | set(without_row)
     )
     assert tv / (2 * total) <= math.tanh(epsilon / 2) + 0.03
+
+
+def test_a_policy_requiring_dp_refuses_exact_mode() -> None:
+    """``require_dp`` closes differencing on exact releases: only DP may run."""
+    table, _ = create_random_table(np.random.default_rng(11), 500)
+    policy = make_policy().model_copy(update={"require_dp": True})
+    exact = AggregateRequest.model_validate(
+        {"statistics": ["count"], "group_by": ["region"]}
+    )
+    with pytest.raises(PolicyViolation, match="requires differential privacy") as err:
+        run_aggregate(exact, table, policy)
+    assert err.value.field == "mode"
+    private = dp_request(statistics=["count"], group_by=["region"])
+    assert run_aggregate(private, table, policy).dp_applied

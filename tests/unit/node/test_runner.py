@@ -20,6 +20,7 @@ import pytest
 from mpc_engine.he import EncryptedVector, SecretContext, encrypt_columns
 from mpc_engine.node import NodeService, StateError
 from mpc_engine.node import executor as executor_module
+from mpc_engine.node import runner as runner_module
 from mpc_engine.node.config import NodeConfig, parse_config
 from mpc_engine.node.state import JournalState
 from mpc_engine.protocol import (
@@ -385,6 +386,35 @@ def test_serve_until_stopped_riding_out_an_outage(
     thread.join(timeout=10)
     assert not thread.is_alive()
     assert fake.state_of(job) is JobState.SUCCEEDED
+    service.close()
+
+
+def test_the_loop_runs_a_job_dispatched_here_but_never_received(
+    config: NodeConfig,
+    fake: FakeExchange,
+    runs: Counter[uuid.UUID],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(runner_module, "ORPHAN_CHECK_SECONDS", 0.0)
+    service = _service(config, fake)
+    service.start()
+    # Claimed by a long poll whose answer never arrived (say, the poll of a
+    # crashed predecessor, still waiting at the exchange): the node polling now
+    # is never handed it.
+    job = fake.submit(JobKind.AGGREGATE, {"statistics": ["count"]}, buyer=BUYER)
+    fake.dispatch(job, service.node_id)
+    stop = threading.Event()
+    thread = threading.Thread(target=service.serve, args=(stop,))
+    thread.start()
+    deadline = time.monotonic() + 10
+    while fake.state_of(job) is not JobState.SUCCEEDED and time.monotonic() < deadline:
+        time.sleep(0.05)
+    stop.set()
+    thread.join(timeout=10)
+    assert not thread.is_alive()
+    assert fake.state_of(job) is JobState.SUCCEEDED
+    assert runs[job] == 1
+    assert fake.requests[f"POST /v1/jobs/{job}/start"] == 1
     service.close()
 
 
