@@ -26,7 +26,14 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from mpc_engine.aggregate import AggregateRequest
 from mpc_engine.he import GramBounds, ModelKind
@@ -240,10 +247,20 @@ class JobCreate(BaseModel):
         default=900, ge=10, le=86_400, description="Deadline, counted from submission."
     )
 
+    @field_validator("params")
+    @classmethod
+    def _params_by_kind(
+        cls, value: dict[str, Any], info: ValidationInfo
+    ) -> dict[str, Any]:
+        # A field validator, so nested errors are reported as ``params.<field>``.
+        kind = info.data.get("kind")
+        if kind is None:  # the kind itself is invalid and reported
+            return value
+        return parse_params(kind, value).model_dump(mode="json")
+
     @model_validator(mode="after")
     def _by_kind(self) -> JobCreate:
         parsed = parse_params(self.kind, self.params)
-        self.params = parsed.model_dump(mode="json")
         want = set(INPUTS_BY_KIND[self.kind])
         got = set(self.inputs)
         if got != want:

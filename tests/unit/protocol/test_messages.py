@@ -373,3 +373,9 @@ def test_model_eval_bounds_refusals(
     with pytest.raises(InvalidMessage, match=message) as info:
         model_eval_bounds(_policy(), types, features, label)
     assert info.value.field.startswith("params.")
+
+
+def test_params_errors_are_located_under_params() -> None:
+    with pytest.raises(ValidationError) as info:
+        JobCreate.model_validate(_aggregate_job(params={"statistics": ["median"]}))
+    assert info.value.errors()[0]["loc"][:2] == ("params", "statistics")
