@@ -293,17 +293,21 @@ def run_computations(
         # 1. A DP group-by mean, twice: the identical question replays.
         meter = datasets["smart_meter"]
         console.rule("[bold]1. aggregate[/] — a DP group-by mean")
-        first = buyer.compute.aggregate(
-            meter["id"],
-            statistics=["count", "mean"],
-            columns=["consumption_kwh"],
-            group_by=["dwelling_type"],
-            mode="dp",
-            epsilon=0.5,
-            purpose="energy-efficiency-research",
-            progress=_progress(console, "DP mean"),
-            poll_interval=0.2,
-        )
+
+        def mean_by_dwelling(progress: Any = None) -> AggregateResult:
+            return buyer.compute.aggregate(
+                meter["id"],
+                statistics=["count", "mean"],
+                columns=["consumption_kwh"],
+                group_by=["dwelling_type"],
+                mode="dp",
+                epsilon=0.5,
+                purpose="energy-efficiency-research",
+                progress=progress,
+                poll_interval=0.2,
+            )
+
+        first = mean_by_dwelling(_progress(console, "DP mean"))
         console.print(
             _aggregate_table(
                 f"{meter['title']}: daily consumption by dwelling type "
@@ -312,16 +316,7 @@ def run_computations(
                 "consumption_kwh",
             )
         )
-        again = buyer.compute.aggregate(
-            meter["id"],
-            statistics=["count", "mean"],
-            columns=["consumption_kwh"],
-            group_by=["dwelling_type"],
-            mode="dp",
-            epsilon=0.5,
-            purpose="energy-efficiency-research",
-            poll_interval=0.2,
-        )
+        again = mean_by_dwelling()
         same = [g.model_dump() for g in again.groups] == [
             g.model_dump() for g in first.groups
         ]
