@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 BENCH  ?=
 
-.PHONY: demo test bench lint install clean
+.PHONY: demo test bench lint contracts install clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -28,6 +28,10 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+
+# Rebuild contracts/artifacts/*.json (committed; the Python runtime never needs Node).
+contracts:
+	cd contracts && npm ci --no-audit --no-fund && node compile.mjs
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build *.egg-info

@@ -153,6 +153,7 @@ REGISTRY: Final[tuple[Benchmark, ...]] = (
         ("dp.aggregate",),
         "a DP group-by aggregate over 1,000,000 rows vs the numpy aggregate",
     ),
+    Benchmark("ledger_merkle", ("ledger.merkle",), "receipt Merkle trees vs SHA-256"),
 )
 
 
