@@ -84,6 +84,9 @@ def input_error(exc: ValidationError, prefix: str = "") -> InputError:
     if named and not loc:
         # A model-level rule that names its field first: "columns: required …".
         loc, message = named.group(1), named.group(2)
+    elif named and not message.startswith(f"{loc}: "):
+        # The same, nested: a rule of ``params`` naming ``params.columns``.
+        loc, message = f"{loc}.{named.group(1)}", named.group(2)
     elif loc and message.startswith(f"{loc}: "):
         message = message.removeprefix(f"{loc}: ")
     field = ".".join(p for p in (prefix, loc) if p) or "request"

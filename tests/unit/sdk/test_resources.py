@@ -108,7 +108,7 @@ def test_create_validates_locally_and_names_the_field(
             purpose="research",
             params={"statistics": ["count"], "columns": ["income"]},
         )
-    assert caught.value.field == "columns"
+    assert caught.value.field == "params.columns"
     assert caught.value.reason.startswith("given, but only count was requested")
     with pytest.raises(InputError) as caught:
         client.jobs.create(
