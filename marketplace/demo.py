@@ -16,7 +16,7 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -41,7 +41,7 @@ from marketplace.demo_compute import (
     write_node_config,
 )
 from marketplace.models import OrganisationCreate, OrganisationStatus, Role
-from marketplace.samples import load_catalog, write_csv
+from marketplace.samples import SampleDataset, load_catalog, write_csv
 from marketplace.services.identity import IdentityService
 
 __all__ = ["DemoRun", "DemoServer", "run_demo"]
@@ -387,7 +387,7 @@ def _node_configs(
     data_dir: Path,
     base: str,
     keys: dict[str, str],
-    samples: Any,
+    samples: Sequence[SampleDataset],
     listed: list[dict[str, Any]],
     csv_paths: dict[str, Path],
     by_name: dict[str, dict[str, Any]],

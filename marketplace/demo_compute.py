@@ -10,6 +10,8 @@ on the buyer's side and every receipt verified.
 from __future__ import annotations
 
 import csv
+import json
+import math
 import threading
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
@@ -113,12 +115,26 @@ def fit_logistic(
     return weights, bias
 
 
-def _toml_list(values: Sequence[Any]) -> str:
-    return (
-        "["
-        + ", ".join(repr(v) if isinstance(v, str) else f"{v!r}" for v in values)
-        + "]"
-    )
+def _toml(value: Any) -> str:
+    """A TOML value: strings JSON-escaped (valid TOML basic strings), inline tables."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        if not math.isfinite(value):
+            raise ValueError(f"{value!r} has no TOML form here")
+        return repr(float(value)) if isinstance(value, float) else str(int(value))
+    if isinstance(value, str | Path | uuid.UUID):
+        return json.dumps(str(value))
+    if isinstance(value, Mapping):
+        return "{ " + ", ".join(f"{k} = {_toml(v)}" for k, v in value.items()) + " }"
+    if isinstance(value, Sequence | np.ndarray):
+        return "[" + ", ".join(_toml(v) for v in value) + "]"
+    raise TypeError(f"no TOML form for {type(value).__name__}")
+
+
+def _toml_table(header: str | None, fields: Mapping[str, Any]) -> list[str]:
+    lines = [] if header is None else [header]
+    return [*lines, *(f"{k} = {_toml(v)}" for k, v in fields.items()), ""]
 
 
 def write_node_config(
@@ -128,48 +144,37 @@ def write_node_config(
     api_key: str,
     provider: str,
     datasets: Sequence[tuple[uuid.UUID, Path, Mapping[str, Sequence[str]]]],
-    models: Sequence[dict[str, Any]] = (),
+    models: Sequence[Mapping[str, Any]] = (),
 ) -> Path:
     """Write a provider's ``node.toml`` (and its API key file, mode 0600).
 
-    ``datasets`` holds (dataset id, CSV path, public category domains by column).
+    ``datasets`` holds (dataset id, CSV path, public category domains by column);
+    ``models`` the ``[[models]]`` fields (name, dataset_id, kind, features,
+    weights, bias, description).
     """
     directory.mkdir(parents=True, exist_ok=True)
     key_file = directory / "api-key.txt"
     key_file.touch(mode=0o600)
     key_file.write_text(api_key + "\n")
-    lines = [
-        f'exchange_url = "{exchange_url}"',
-        'api_key_file = "api-key.txt"',
-        f'name = "{provider}-node-1"',
-        "poll_wait = 2",
-        "",
-    ]
+    lines = _toml_table(
+        None,
+        {
+            "exchange_url": exchange_url,
+            "api_key_file": key_file.name,
+            "name": f"{provider}-node-1",
+            "poll_wait": 2,
+        },
+    )
     for dataset_id, path, categories in datasets:
-        lines += [
-            "[[datasets]]",
-            f'dataset_id = "{dataset_id}"',
-            f'source = {{ kind = "csv", path = "{path}" }}',
-        ]
+        fields: dict[str, Any] = {
+            "dataset_id": dataset_id,
+            "source": {"kind": "csv", "path": path},
+        }
         if categories:
-            domains = ", ".join(
-                f"{name} = {_toml_list(list(values))}"
-                for name, values in sorted(categories.items())
-            )
-            lines.append(f"categories = {{ {domains} }}")
-        lines.append("")
+            fields["categories"] = dict(sorted(categories.items()))
+        lines += _toml_table("[[datasets]]", fields)
     for model in models:
-        lines += [
-            "[[models]]",
-            f'name = "{model["name"]}"',
-            f'dataset_id = "{model["dataset_id"]}"',
-            f'kind = "{model["kind"]}"',
-            f"features = {_toml_list(model['features'])}",
-            f"weights = {_toml_list([float(w) for w in model['weights']])}",
-            f"bias = {float(model['bias'])!r}",
-            f'description = "{model["description"]}"',
-            "",
-        ]
+        lines += _toml_table("[[models]]", model)
     path = directory / "node.toml"
     path.write_text("\n".join(lines))
     return path
