@@ -3,6 +3,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+NODE_STAMP := contracts/node_modules/.installed
 BENCH  ?=
 
 .PHONY: demo test bench lint contracts install clean
@@ -13,12 +14,16 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
+# contracts/node_modules from the lock file (Hardhat for the ledger's integration tests).
+$(NODE_STAMP): contracts/package-lock.json
+	cd contracts && npm ci --no-audit --no-fund && touch node_modules/.installed
+
 install: $(STAMP)
 
 demo: $(STAMP)
 	$(BIN)/veilx demo
 
-test: $(STAMP)
+test: $(STAMP) $(NODE_STAMP)
 	$(BIN)/python -m scripts.run_tests
 
 bench: $(STAMP)
@@ -30,8 +35,8 @@ lint: $(STAMP)
 	$(BIN)/mypy
 
 # Rebuild contracts/artifacts/*.json (committed; the Python runtime never needs Node).
-contracts:
-	cd contracts && npm ci --no-audit --no-fund && node compile.mjs
+contracts: $(NODE_STAMP)
+	cd contracts && node compile.mjs
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build *.egg-info

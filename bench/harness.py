@@ -154,6 +154,11 @@ REGISTRY: Final[tuple[Benchmark, ...]] = (
         "a DP group-by aggregate over 1,000,000 rows vs the numpy aggregate",
     ),
     Benchmark("ledger_merkle", ("ledger.merkle",), "receipt Merkle trees vs SHA-256"),
+    Benchmark(
+        "ledger_gas",
+        ("ledger.gas", "ledger.gas_per_trade", "ledger.gas_per_receipt"),
+        "gas of trades, receipt batches and registration vs an ERC-20 transfer",
+    ),
 )
 
 

@@ -13,6 +13,8 @@ import typer
 from pydantic import ValidationError
 from rich.console import Console
 
+from ledger import LedgerError
+from ledger.cli import app as chain_app
 from marketplace.config import Settings
 from marketplace.errors import VeilxError
 from mpc_engine.node.cli import app as node_app
@@ -41,6 +43,7 @@ app.add_typer(jobs_app, name="jobs")
 app.add_typer(receipts_app, name="receipts")
 app.add_typer(keys_app, name="keys")
 app.add_typer(datasets_app, name="datasets")
+app.add_typer(chain_app, name="chain")
 console = Console(soft_wrap=True)
 err_console = Console(stderr=True, soft_wrap=True)
 
@@ -105,8 +108,17 @@ def worker(
     once: Annotated[
         bool, typer.Option("--once", help="Sweep once, print what it did, exit.")
     ] = False,
+    relay: Annotated[
+        bool,
+        typer.Option(
+            "--relay/--no-relay", help="Also relay the ledger outbox to the chain."
+        ),
+    ] = True,
 ) -> None:
-    """Run the exchange worker: end jobs past their deadline, re-send wake-ups.
+    """Run the exchange worker: job deadlines, wake-ups, the ledger relay.
+
+    It ends jobs past their deadline, re-sends wake-ups, and relays the ledger
+    outbox to the chain.
 
     With VEILX_REDIS_URL set, run any number of these next to the API replicas;
     on the embedded defaults `veilx serve` sweeps by itself.
@@ -138,10 +150,25 @@ def worker(
             markup=False,
             highlight=False,
         )
+        relay_thread = None
+        if relay:
+            from marketplace.chain import LazyChain
+            from marketplace.services.relay import RelayThread, make_relay
+
+            chain = LazyChain(settings)
+            relay_thread = RelayThread(
+                lambda: make_relay(db, chain.get().ledger, settings),
+                settings.ledger_relay_interval_seconds,
+            )
+            relay_thread.start()
         try:
             run_worker(db, queue, interval, stop)
         except KeyboardInterrupt:
             pass
+        finally:
+            if relay_thread is not None:
+                relay_thread.stop()
+                chain.close()
         console.print("veilx worker: stopped", markup=False, highlight=False)
     finally:
         queue.close()
@@ -155,11 +182,18 @@ def demo(
         typer.Option(help="Where the demo keeps its database (recreated each run)."),
     ] = None,
 ) -> None:
-    """Start an embedded exchange, list the sample datasets, search the catalog."""
+    """Run the exchange end to end on the embedded defaults, ending with verify.
+
+    Lists the sample datasets, runs private computations through data nodes,
+    relays every trade and receipt to the embedded chain, and ends with what
+    `veilx verify` reports (exit status 1 if anything does not match).
+    """
     from marketplace.demo import run_demo
 
     settings = _settings()
-    run_demo(settings, data_dir or settings.data_dir / "demo", console)
+    run = run_demo(settings, data_dir or settings.data_dir / "demo", console)
+    if not run.results["verify"].ok:
+        fail("veilx verify found records that do not match the chain")
 
 
 @db_app.command("upgrade")
@@ -296,6 +330,55 @@ def revoke_key(
     )
 
 
+@app.command()
+def verify(
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print the report as JSON.")
+    ] = False,
+    flush: Annotated[
+        bool,
+        typer.Option(
+            "--flush", help="First relay everything pending (the operator's check)."
+        ),
+    ] = False,
+) -> None:
+    """Match every asset, trade and receipt in the database against the chain.
+
+    Prints "all N assets, M trades, R receipts match the chain", or each record
+    that does not match (exit status 1).
+    """
+    from marketplace.chain import open_runtime
+    from marketplace.db import Database
+    from marketplace.services.relay import make_relay
+    from marketplace.services.verify import verify_ledger
+
+    settings = _settings()
+    db = Database.from_url(settings.effective_database_url)
+    db.upgrade()
+    runtime = open_runtime(settings)
+    try:
+        if flush:
+            with console.status("relaying the outbox to the chain…"):
+                done = make_relay(db, runtime.ledger, settings).flush()
+            console.print(f"relayed: {done}", markup=False, highlight=False)
+        with (
+            console.status("verifying the database against the chain…"),
+            db.session() as s,
+        ):
+            report = verify_ledger(s, runtime.ledger)
+    finally:
+        runtime.close()
+        db.dispose()
+    if as_json:
+        console.print_json(report.model_dump_json())
+    else:
+        from marketplace.demo_ledger import print_verify_report
+
+        print_verify_report(console, report)
+    if not report.ok:
+        raise typer.Exit(1)
+
+
 def main() -> None:
     """Entry point of the ``veilx`` console script."""
     try:
@@ -316,7 +399,7 @@ def main() -> None:
     except VeilxError as exc:
         err_console.print(f"veilx: error: {exc.detail}", markup=False, highlight=False)
         sys.exit(2)
-    except SdkError as exc:
+    except (SdkError, LedgerError) as exc:
         err_console.print(f"veilx: error: {exc}", markup=False, highlight=False)
         sys.exit(2)
     except ValidationError as exc:

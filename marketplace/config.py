@@ -10,7 +10,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 __all__ = ["Settings", "get_settings"]
@@ -45,6 +45,38 @@ class Settings(BaseSettings):
     session_ttl_seconds: int = Field(default=12 * 3600, ge=60)
     max_upload_bytes: int = Field(default=256 * 1024 * 1024, ge=1)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    exchange_fee_bps: int = Field(
+        default=1_000,
+        ge=0,
+        le=10_000,
+        description="The exchange's fee in basis points of each trade (rounded down).",
+    )
+    chain_url: str | None = Field(
+        default=None,
+        description="A JSON-RPC node; unset = the embedded chain in the data dir.",
+    )
+    chain_network: str = Field(
+        default="local",
+        pattern=r"^[a-z0-9][a-z0-9_-]{0,39}$",
+        description="Names contracts/deployments/<network>.json (JSON-RPC only).",
+    )
+    chain_key: SecretStr | None = Field(
+        default=None, description="The operator's hex private key (JSON-RPC only)."
+    )
+    chain_keystore: Path | None = Field(
+        default=None, description="An encrypted JSON keystore for the operator key."
+    )
+    chain_keystore_password: SecretStr | None = None
+    chain_confirmations: int = Field(default=0, ge=0, le=64)
+    ledger_trades_per_batch: int = Field(default=500, ge=1, le=2_000)
+    ledger_receipts_per_batch: int = Field(default=1_000, ge=1, le=100_000)
+    ledger_batch_max_age_seconds: float = Field(
+        default=5.0,
+        ge=0,
+        description="A batch smaller than the maximum is sent once its oldest "
+        "record has waited this long.",
+    )
+    ledger_relay_interval_seconds: float = Field(default=1.0, gt=0)
 
     @field_validator("database_url")
     @classmethod
@@ -63,6 +95,23 @@ class Settings(BaseSettings):
         if not value.startswith(("redis://", "rediss://", "unix://")):
             raise ValueError("must be a redis://, rediss:// or unix:// URL")
         return value
+
+    @field_validator("chain_url")
+    @classmethod
+    def _check_chain_url(cls, value: str | None) -> str | None:
+        if value is None or value == "":
+            return None
+        if not value.startswith(("http://", "https://")):
+            raise ValueError("must be an http:// or https:// JSON-RPC URL")
+        return value
+
+    @model_validator(mode="after")
+    def _check_chain_signer(self) -> Settings:
+        if self.chain_keystore is not None and self.chain_keystore_password is None:
+            raise ValueError(
+                "VEILX_CHAIN_KEYSTORE_PASSWORD is required with VEILX_CHAIN_KEYSTORE"
+            )
+        return self
 
     @model_validator(mode="after")
     def _reject_placeholder_secrets(self) -> Settings:

@@ -29,6 +29,7 @@ from rich.table import Table
 
 from marketplace.api import create_app
 from marketplace.api.main import EMBEDDED_SWEEP_INTERVAL
+from marketplace.chain import LazyChain
 from marketplace.config import Settings
 from marketplace.db import Database
 from marketplace.demo_compute import (
@@ -40,6 +41,7 @@ from marketplace.demo_compute import (
     running_nodes,
     write_node_config,
 )
+from marketplace.demo_ledger import show_ledger, verify_after_restart
 from marketplace.models import OrganisationCreate, OrganisationStatus, Role
 from marketplace.samples import SampleDataset, load_catalog, write_csv
 from marketplace.services.identity import IdentityService
@@ -62,11 +64,13 @@ class DemoServer:
         self.port = _free_port()
         self.db = Database.from_url(settings.effective_database_url)
         self.db.upgrade()
+        self.chain = LazyChain(settings)
         app = create_app(
             settings,
             db=self.db,
             migrate=False,
             sweep_interval=EMBEDDED_SWEEP_INTERVAL,
+            chain=self.chain,
         )
         config = uvicorn.Config(
             app, host="127.0.0.1", port=self.port, log_level="warning", lifespan="on"
@@ -347,6 +351,17 @@ def run_demo(
                 datasets=by_name,
                 key_dir=data_dir / "buyer-keys",
             )
+            ledger_report = show_ledger(
+                console,
+                settings=settings,
+                db=server.db,
+                chain=server.chain,
+                base_url=base,
+                buyer_key=buyer_key,
+                regulator_key=regulator_key,
+                key_dir=data_dir / "buyer-keys",
+            )
+            results["ledger"] = ledger_report
             run = DemoRun(
                 base_url=base,
                 db=server.db,
@@ -362,6 +377,7 @@ def run_demo(
             )
             if after is not None:
                 after(run)
+    results["verify"] = verify_after_restart(console, settings)
     console.rule("demo finished")
     return run
 

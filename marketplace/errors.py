@@ -30,7 +30,9 @@ Tree::
     │       └── ResultConflict    409  ``result_conflict``: a different result exists
     ├── PayloadTooLarge           413  the request body exceeds the upload limit
     ├── UnsupportedMediaType      415  the body is not of the required media type
-    └── RateLimited               429  too many requests; ``retry_after`` seconds
+    ├── RateLimited               429  too many requests; ``retry_after`` seconds
+    └── ChainUnavailable          503  ``chain_unavailable``: the ledger's chain
+                                       cannot be reached or opened
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ __all__ = [
     "AuthenticationRequired",
     "BadReceipt",
     "BadSignature",
+    "ChainUnavailable",
     "Conflict",
     "FieldConflict",
     "FieldError",
@@ -313,3 +316,11 @@ class RateLimited(VeilxError):
     def extra(self) -> dict[str, Any]:
         """The number of seconds to wait."""
         return {"retry_after": self.retry_after}
+
+
+class ChainUnavailable(VeilxError):
+    """The ledger's chain cannot be reached (JSON-RPC) or opened (embedded)."""
+
+    status = 503
+    code = "chain_unavailable"
+    title = "Chain unavailable"

@@ -14,8 +14,10 @@ import uuid
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
+import httpx
 from pydantic import BaseModel, ValidationError
 
+from ledger import keccak256, receipt_leaf, verify_proof
 from mpc_engine.protocol import (
     JobCreate,
     JobKind,
@@ -44,7 +46,9 @@ from sdk.types import (
     Node,
     Page,
     ReceiptInfo,
+    ReceiptProof,
     SearchHit,
+    VerifiedInclusion,
     VerifiedReceipt,
 )
 
@@ -650,3 +654,113 @@ class Receipts:
             node_id=node.id,
             node_public_key=node.public_key,
         )
+
+    def proof(self, job_id: uuid.UUID | str) -> ReceiptProof:
+        """Return a receipt's inclusion proof (``GET /v1/receipts/{id}/proof``).
+
+        Raises :class:`sdk.errors.ConflictError` (code ``receipt_not_anchored``)
+        until the exchange's relay has anchored the receipt's batch.
+        """
+        jid = as_uuid(job_id, "job_id")
+        data = self._http.json("GET", f"/receipts/{jid}/proof")
+        return _parse(ReceiptProof, data, "receipt proof")
+
+    def verify_inclusion(
+        self, job: Job | uuid.UUID | str, *, rpc_url: str | None = None
+    ) -> VerifiedInclusion:
+        """Prove that a job's receipt is anchored on chain, trusting only the chain.
+
+        Checks: the leaf is the hash of the receipt this client holds; the proof
+        folds from that leaf to the claimed root; the chain answers with the
+        claimed chain id; and the anchor contract's ``rootOf(batch_id)`` **on
+        chain** is that root.
+
+        Parameters
+        ----------
+        job
+            The job (as fetched), or its id.
+        rpc_url
+            A JSON-RPC node of the ledger's chain to ask (your own). Without it,
+            the exchange's read-only ``POST /v1/ledger/rpc`` is asked, which is
+            the only way to reach the embedded chain.
+
+        Raises
+        ------
+        ReceiptVerificationError
+            Naming the first part (``leaf``, ``proof``, ``chain_id``, ``root``)
+            that does not check out.
+        """
+        if not isinstance(job, Job):
+            job = self._jobs.get(job)
+        jid = job.id
+
+        def bad(field: str, reason: str) -> ReceiptVerificationError:
+            return ReceiptVerificationError(field, reason, job_id=jid)
+
+        signed = job.receipt if job.receipt is not None else self.get(jid).receipt
+        proof = self.proof(jid)
+        leaf = receipt_leaf(signed)
+        if "0x" + leaf.hex() != proof.leaf:
+            raise bad("leaf", "the proof's leaf is not the hash of this receipt")
+        try:
+            path = [bytes.fromhex(p.removeprefix("0x")) for p in proof.proof]
+            root = bytes.fromhex(proof.root.removeprefix("0x"))
+            folds = verify_proof(leaf, path, root)
+        except ValueError as exc:
+            raise bad("proof", f"is malformed: {exc}") from None
+        if not folds:
+            raise bad("proof", "does not fold from the receipt's leaf to the root")
+        call = self._rpc_caller(rpc_url, bad)
+        chain_id = _as_int(call("eth_chainId", []))
+        if chain_id != proof.anchor.chain_id:
+            raise bad(
+                "chain_id",
+                f"the node serves chain {chain_id}, the proof names "
+                f"{proof.anchor.chain_id}",
+            )
+        data = (
+            "0x"
+            + (
+                keccak256(b"rootOf(uint64)")[:4]
+                + proof.anchor.batch_id.to_bytes(32, "big")
+            ).hex()
+        )
+        answer = call(
+            "eth_call", [{"to": proof.anchor.contract, "data": data}, "latest"]
+        )
+        chain_root = "0x" + bytes.fromhex(str(answer).removeprefix("0x"))[-32:].hex()
+        if chain_root != proof.root:
+            raise bad(
+                "root",
+                f"the anchor contract holds {chain_root} for batch "
+                f"{proof.anchor.batch_id}, not the proof's root {proof.root}",
+            )
+        return VerifiedInclusion(proof=proof, chain_root=chain_root)
+
+    def _rpc_caller(
+        self,
+        rpc_url: str | None,
+        bad: Callable[[str, str], ReceiptVerificationError],
+    ) -> Callable[[str, list[Any]], Any]:
+        """A function that sends one JSON-RPC call and returns its result."""
+        counter = iter(range(1, 1 << 30))
+
+        def call(method: str, params: list[Any]) -> Any:
+            body = {"jsonrpc": "2.0", "id": next(counter), "method": method}
+            body["params"] = params
+            if rpc_url is None:
+                answer = self._http.json("POST", "/ledger/rpc", json=body)
+            else:
+                answer = httpx.post(rpc_url, json=body, timeout=30).json()
+            if not isinstance(answer, dict) or "result" not in answer:
+                raise bad("chain", f"{method} failed: {answer!r}"[:300])
+            return answer["result"]
+
+        return call
+
+
+def _as_int(value: Any) -> int:
+    """A JSON-RPC quantity: a hex string (as nodes send it) or an integer."""
+    if isinstance(value, int):
+        return value
+    return int(str(value), 16)

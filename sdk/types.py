@@ -36,6 +36,7 @@ from mpc_engine.protocol import (
 __all__ = [
     "AggregateGroup",
     "AggregateResult",
+    "AnchorRef",
     "BlobRef",
     "Budget",
     "BudgetUsage",
@@ -54,7 +55,9 @@ __all__ = [
     "PrivacyBudget",
     "ProviderRef",
     "ReceiptInfo",
+    "ReceiptProof",
     "SearchHit",
+    "VerifiedInclusion",
     "VerifiedReceipt",
     "VersionAttestation",
 ]
@@ -377,6 +380,50 @@ class VerifiedReceipt(_Response):
     def privacy_loss(self) -> Loss:
         """The privacy loss the node recorded for the job."""
         return self.receipt.privacy_loss
+
+
+class AnchorRef(_Response):
+    """Where a batch sits on chain: network, contract, batch id, transaction."""
+
+    network: str
+    chain_id: int
+    contract: str
+    batch_id: int
+    tx_hash: str
+    block_number: int
+
+
+class ReceiptProof(_Response):
+    """``GET /receipts/{id}/proof``: a receipt's Merkle inclusion proof.
+
+    ``leaf`` is ``keccak256(keccak256(sha256(canonical signed receipt)))``; the
+    ``proof`` folds with sorted-pair keccak-256 into ``root``, the value
+    ``ReceiptAnchor.rootOf(anchor.batch_id)`` returns on chain.
+    """
+
+    job_id: uuid.UUID
+    receipt_digest: str
+    leaf: str
+    leaf_index: int
+    count: int
+    root: str
+    proof: list[str]
+    anchor: AnchorRef
+
+
+class VerifiedInclusion(_Response):
+    """A receipt the SDK proved is in a batch whose root is anchored on chain.
+
+    Attributes
+    ----------
+    proof
+        The exchange's proof, every part of which the SDK re-checked.
+    chain_root
+        The root the anchor contract returned for the batch (equals ``proof.root``).
+    """
+
+    proof: ReceiptProof
+    chain_root: str
 
 
 @dataclass(frozen=True)

@@ -172,3 +172,19 @@ def client(db: Database, tmp_path: Path) -> Iterator[TestClient]:
 def run(coro: object) -> object:
     """Run a coroutine to completion (for store tests)."""
     return asyncio.run(coro)  # type: ignore[arg-type]
+
+
+@pytest.fixture(scope="session")
+def hardhat_url() -> Iterator[str]:
+    """The URL of a Hardhat JSON-RPC node running for this session (xdist worker).
+
+    Skips when ``contracts/node_modules`` is not installed (``cd contracts && npm
+    ci``), or fails under ``VEILX_REQUIRE_SERVICES=1``.
+    """
+    from tests.ledger._hardhat import hardhat_missing, hardhat_node
+
+    missing = hardhat_missing()
+    if missing is not None:
+        service_unavailable("Hardhat", missing)
+    with hardhat_node() as url:
+        yield url

@@ -44,6 +44,8 @@ contract DataAssetRegistry is IDataAssetRegistry, ERC721, AccessControl {
     error DuplicatePayee(address payee);
     /// @notice The shares sum to `total` basis points instead of 10,000.
     error SharesTotalMismatch(uint256 total);
+    /// @notice An update of `tokenId` expected version `expected`, but it is at `current`.
+    error StaleVersion(uint256 tokenId, uint64 expected, uint64 current);
 
     /// @notice `datasetId` was registered as `tokenId`, owned by `owner`.
     event AssetRegistered(
@@ -97,21 +99,27 @@ contract DataAssetRegistry is IDataAssetRegistry, ERC721, AccessControl {
         emit SharesChanged(tokenId, shares);
     }
 
-    /// @notice Replaces the hashes of `tokenId` and bumps its version.
+    /// @notice Replaces the hashes of `tokenId` and bumps its version, if it is still at
+    /// `expectedVersion` (compare-and-set).
+    /// @dev The version check makes a re-sent update (a relay retrying after a crash) revert
+    /// with `StaleVersion` instead of bumping the version a second time.
     /// @param tokenId The asset.
     /// @param metadataHash New metadata hash; must not be zero.
     /// @param policyHash New access-policy hash.
-    /// @return version The new version.
-    function updateAsset(uint256 tokenId, bytes32 metadataHash, bytes32 policyHash)
+    /// @param expectedVersion The asset's current version, as the caller last read it.
+    /// @return version The new version, `expectedVersion + 1`.
+    function updateAsset(uint256 tokenId, bytes32 metadataHash, bytes32 policyHash, uint64 expectedVersion)
         external
         onlyRole(REGISTRAR_ROLE)
         returns (uint64 version)
     {
         _requireOwned(tokenId);
         if (metadataHash == bytes32(0)) revert EmptyMetadataHash(tokenId);
-
         Asset storage asset = _assets[tokenId];
-        version = asset.version + 1;
+        uint64 current = asset.version;
+        if (expectedVersion != current) revert StaleVersion(tokenId, expectedVersion, current);
+
+        version = current + 1;
         asset.metadataHash = metadataHash;
         asset.policyHash = policyHash;
         asset.version = version;

@@ -35,6 +35,7 @@ from marketplace.services.blobs import BlobService
 from marketplace.services.catalog import CatalogService
 from marketplace.services.identity import Caller, IdentityService
 from marketplace.services.jobs import JobService
+from marketplace.services.ledger import LedgerQueries
 from marketplace.services.nodes import NodeService
 from marketplace.services.search import SearchService
 
@@ -116,10 +117,22 @@ NodesDep = Annotated[NodeService, Depends(get_nodes)]
 
 async def get_jobs(request: Request, session: SessionDep) -> JobService:
     """The job service bound to this request's session."""
-    return JobService(session, request.app.state.queue)
+    return JobService(
+        session,
+        request.app.state.queue,
+        fee_bps=request.app.state.settings.exchange_fee_bps,
+    )
 
 
 JobsDep = Annotated[JobService, Depends(get_jobs)]
+
+
+async def get_ledger(request: Request, session: SessionDep) -> LedgerQueries:
+    """The ledger's read side over the app's (lazily opened) chain."""
+    return LedgerQueries(session, request.app.state.chain)
+
+
+LedgerDep = Annotated[LedgerQueries, Depends(get_ledger)]
 
 
 def authorize(

@@ -22,15 +22,18 @@ from marketplace.api.routes import (
     datasets,
     health,
     jobs,
+    ledger,
     nodes,
     organisations,
 )
+from marketplace.chain import LazyChain
 from marketplace.config import Settings, get_settings
 from marketplace.db import Database
 from marketplace.kv import KeyValueStore, open_store
 from marketplace.queue import JobQueue, open_queue
 from marketplace.services.facets import FacetIndex
 from marketplace.services.identity import _CallerCache
+from marketplace.services.relay import RelayThread, make_relay
 from marketplace.services.search import SearchCache
 from marketplace.worker import Sweeper
 
@@ -54,6 +57,8 @@ def create_app(
     queue: JobQueue | None = None,
     migrate: bool = True,
     sweep_interval: float | None = None,
+    chain: LazyChain | None = None,
+    relay_interval: float | None = None,
 ) -> FastAPI:
     """Build the exchange API.
 
@@ -72,11 +77,17 @@ def create_app(
     sweep_interval
         Run the job deadline sweep in a daemon thread every this many seconds
         (the embedded worker); ``None`` leaves it to ``veilx worker``.
+    chain
+        The ledger chain, opened on first use; built from the settings if omitted.
+    relay_interval
+        Run the ledger outbox relay in a daemon thread every this many seconds;
+        ``None`` leaves it to ``veilx worker``.
     """
     settings = settings or get_settings()
     db = db or Database.from_url(settings.effective_database_url)
     kv = kv or open_store(settings.redis_url, namespace=settings.redis_namespace)
     queue = queue or open_queue(settings.redis_url, namespace=settings.redis_namespace)
+    chain = chain or LazyChain(settings)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -85,11 +96,23 @@ def create_app(
         sweeper = Sweeper(db, queue, sweep_interval) if sweep_interval else None
         if sweeper is not None:
             sweeper.start()
+        relay = (
+            RelayThread(
+                lambda: make_relay(db, chain.get().ledger, settings), relay_interval
+            )
+            if relay_interval
+            else None
+        )
+        if relay is not None:
+            relay.start()
         try:
             yield
         finally:
+            if relay is not None:
+                relay.stop()
             if sweeper is not None:
                 sweeper.stop()
+            chain.close()
             queue.close()
             await kv.close()
 
@@ -103,11 +126,22 @@ def create_app(
     app.state.db = db
     app.state.kv = kv
     app.state.queue = queue
+    app.state.chain = chain
     app.state.caller_cache = _CallerCache()
     app.state.search_cache = SearchCache()
     app.state.facet_index = FacetIndex()
     install_problem_handlers(app)
-    for module in (health, auth, organisations, datasets, catalog, nodes, jobs, blobs):
+    for module in (
+        health,
+        auth,
+        organisations,
+        datasets,
+        catalog,
+        nodes,
+        jobs,
+        blobs,
+        ledger,
+    ):
         app.include_router(module.router)
     # Outermost last: request id → rate limit → idempotency → routes.
     app.add_middleware(
@@ -137,4 +171,7 @@ def serve_app() -> FastAPI:
     return create_app(
         settings,
         sweep_interval=None if settings.redis_url else EMBEDDED_SWEEP_INTERVAL,
+        relay_interval=None
+        if settings.redis_url
+        else settings.ledger_relay_interval_seconds,
     )

@@ -56,6 +56,19 @@ from marketplace.models.jobs import (
     JobSubmission,
     ReceiptPublic,
 )
+from marketplace.models.ledger import (
+    AnchorRef,
+    LedgerAsset,
+    LedgerEvent,
+    LedgerEventKind,
+    LedgerEventStatus,
+    LedgerStatus,
+    Mismatch,
+    ReceiptProof,
+    Trade,
+    TradePublic,
+    VerifyReport,
+)
 from marketplace.models.nodes import (
     AttestationPublic,
     Node,
@@ -73,6 +86,7 @@ from marketplace.models.search import (
 )
 
 __all__ = [
+    "AnchorRef",
     "ApiKey",
     "ApiKeyCreate",
     "ApiKeyCreated",
@@ -107,6 +121,12 @@ __all__ = [
     "JobPage",
     "JobPublic",
     "JobSubmission",
+    "LedgerAsset",
+    "LedgerEvent",
+    "LedgerEventKind",
+    "LedgerEventStatus",
+    "LedgerStatus",
+    "Mismatch",
     "Node",
     "NodeAttestation",
     "NodeCreate",
@@ -118,6 +138,7 @@ __all__ = [
     "OrganisationStatus",
     "OrganisationStatusChange",
     "ProviderRef",
+    "ReceiptProof",
     "ReceiptPublic",
     "Role",
     "SearchChange",
@@ -126,10 +147,13 @@ __all__ = [
     "SearchMeta",
     "SignUp",
     "Theme",
+    "Trade",
+    "TradePublic",
     "UpdateFrequency",
     "User",
     "UserPublic",
     "UserSession",
+    "VerifyReport",
     "VersionAttestationPublic",
     "utcnow",
 ]

@@ -48,6 +48,7 @@ from marketplace.models import (
     utcnow,
 )
 from marketplace.services.identity import Caller
+from marketplace.services.ledger import LedgerRecorder
 from marketplace.services.nodes import latest_attestations
 from mpc_engine.policy import ColumnInfo, RightsPolicy, check_against_schema
 from pricing import PRICING_PLAN_ADAPTER, AnyPlan, reference_price_minor
@@ -321,6 +322,7 @@ class CatalogService:
         if status is DatasetStatus.LISTED:
             self._unindex(ds.id)
             self._index(ds)
+        LedgerRecorder(self.session).sync_asset(ds)
         self.session.commit()
         return self._public(ds)
 
@@ -365,6 +367,7 @@ class CatalogService:
             if listed:
                 self._unindex(ds.id)
                 self._index(ds)
+            LedgerRecorder(self.session).sync_asset(ds)
         self.session.commit()
         return self._version_public(version, ds)
 
@@ -383,6 +386,7 @@ class CatalogService:
         if listed:
             self._unindex(ds.id)
             self._index(ds)
+        LedgerRecorder(self.session).sync_asset(ds)
         self.session.commit()
         return self._public(ds)
 
@@ -426,6 +430,7 @@ class CatalogService:
             self._unindex(ds.id)
         if to is DatasetStatus.LISTED:
             self._index(ds)
+        LedgerRecorder(self.session).sync_asset(ds)
         self.session.commit()
         return self._public(ds)
 

@@ -80,6 +80,7 @@ from marketplace.queue import JobQueue
 from marketplace.services.blobs import BlobService
 from marketplace.services.catalog import CatalogService
 from marketplace.services.identity import Caller
+from marketplace.services.ledger import LedgerRecorder
 from marketplace.services.nodes import NodeService
 from mpc_engine import protocol
 from mpc_engine.policy import RightsPolicy
@@ -124,12 +125,19 @@ def _digest(result: JobResult) -> str:
     return protocol.sha256_hex(protocol.canonical_json(result.model_dump(mode="json")))
 
 
+DEFAULT_FEE_BPS = 1_000
+"""The exchange's fee when none is configured (``VEILX_EXCHANGE_FEE_BPS``)."""
+
+
 class JobService:
     """Buyer, provider and node operations on jobs."""
 
-    def __init__(self, session: Session, queue: JobQueue) -> None:
+    def __init__(
+        self, session: Session, queue: JobQueue, *, fee_bps: int = DEFAULT_FEE_BPS
+    ) -> None:
         self.session = session
         self.queue = queue
+        self.fee_bps = fee_bps
         self.nodes = NodeService(session, queue)
         self.blobs = BlobService(session)
 
@@ -496,6 +504,13 @@ class JobService:
         now = utcnow()
         for usage in result.budget:
             self._upsert_budget(job.id, usage, now)
+        if target is S.SUCCEEDED and result.receipt is not None:
+            ds = self.session.get(Dataset, job.dataset_id)
+            if ds is None:  # a job's dataset is a foreign key
+                raise NotFound(f"dataset {job.dataset_id} not found")
+            LedgerRecorder(self.session).record_release(
+                job, ds, result.receipt, fee_bps=self.fee_bps
+            )
         self.session.commit()
         return self._public(self._reload(job))
 

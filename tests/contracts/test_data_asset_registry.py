@@ -10,7 +10,7 @@ from web3 import Web3
 from web3.contract import Contract
 from web3.logs import DISCARD
 
-from .conftest import deploy, new_chain, reverts_with, role, send
+from .conftest import GAS, deploy, new_chain, reverts_with, role, send
 
 META = bytes.fromhex("11" * 32)
 POLICY = bytes.fromhex("22" * 32)
@@ -60,20 +60,20 @@ def test_update_bumps_version_and_set_shares(chain: tuple[Web3, Contract]) -> No
         registrar,
     )
     new_meta = bytes.fromhex("33" * 32)
-    receipt = send(reg.functions.updateAsset(ds.int, new_meta, POLICY), registrar)
+    receipt = send(reg.functions.updateAsset(ds.int, new_meta, POLICY, 1), registrar)
     (ev,) = reg.events.AssetUpdated().process_receipt(receipt, errors=DISCARD)
     assert ev["args"]["version"] == 2
     assert reg.functions.assetOf(ds.int).call() == (new_meta, POLICY, 2)
     send(reg.functions.setShares(ds.int, [(co, 1), (owner, 9_999)]), registrar)
     assert reg.functions.sharesOf(ds.int).call() == [(co, 1), (owner, 9_999)]
     reverts_with(
-        reg.functions.updateAsset(ds.int, b"\0" * 32, POLICY),
+        reg.functions.updateAsset(ds.int, b"\0" * 32, POLICY, 2),
         registrar,
         "EmptyMetadataHash",
         ds.int,
     )
     reverts_with(
-        reg.functions.updateAsset(123, META, POLICY),
+        reg.functions.updateAsset(123, META, POLICY, 1),
         registrar,
         "ERC721NonexistentToken",
         123,
@@ -84,6 +84,40 @@ def test_update_bumps_version_and_set_shares(chain: tuple[Web3, Contract]) -> No
         "ERC721NonexistentToken",
         123,
     )
+
+
+def test_replayed_update_is_stale_and_bumps_once(
+    chain: tuple[Web3, Contract],
+) -> None:
+    w3, reg = chain
+    registrar, owner = w3.eth.accounts[1:3]
+    ds = uuid.uuid4()
+    send(
+        reg.functions.register(ds.bytes, owner, META, POLICY, [(owner, 10_000)]),
+        registrar,
+    )
+    new_meta = bytes.fromhex("44" * 32)
+    update = reg.functions.updateAsset(ds.int, new_meta, POLICY, 1)
+    receipt = send(update, registrar)
+    (ev,) = reg.events.AssetUpdated().process_receipt(receipt, errors=DISCARD)
+    assert ev["args"]["version"] == 2
+    # The relay re-sends the same update after a crash: refused, version unchanged.
+    reverts_with(update, registrar, "StaleVersion", ds.int, 1, 2)
+    tx = update.transact({"from": registrar, "gas": GAS})
+    assert w3.eth.wait_for_transaction_receipt(tx)["status"] == 0
+    assert reg.functions.assetOf(ds.int).call() == (new_meta, POLICY, 2)
+    # An expected version from the future is refused too.
+    reverts_with(
+        reg.functions.updateAsset(ds.int, META, POLICY, 3),
+        registrar,
+        "StaleVersion",
+        ds.int,
+        3,
+        2,
+    )
+    # The next update, against the current version, goes through.
+    send(reg.functions.updateAsset(ds.int, META, POLICY, 2), registrar)
+    assert reg.functions.assetOf(ds.int).call() == (META, POLICY, 3)
 
 
 @pytest.mark.parametrize(
@@ -151,7 +185,7 @@ def test_only_registrar_writes(chain: tuple[Web3, Contract]) -> None:
         reg.functions.register(
             uuid.uuid4().bytes, owner, META, POLICY, [(owner, 10_000)]
         ),
-        reg.functions.updateAsset(ds.int, META, POLICY),
+        reg.functions.updateAsset(ds.int, META, POLICY, 1),
         reg.functions.setShares(ds.int, [(owner, 10_000)]),
     ):
         for who in (admin, owner):
