@@ -159,6 +159,12 @@ REGISTRY: Final[tuple[Benchmark, ...]] = (
         ("ledger.gas", "ledger.gas_per_trade", "ledger.gas_per_receipt"),
         "gas of trades, receipt batches and registration vs an ERC-20 transfer",
     ),
+    Benchmark(
+        "ledger_relay",
+        ("ledger.trades_per_s",),
+        "trades the outbox relay batches (and relays on chain) per second, "
+        "SQLite and PostgreSQL, vs ERC-20 transfers/s",
+    ),
 )
 
 

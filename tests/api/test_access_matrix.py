@@ -107,6 +107,11 @@ EXPECTED: dict[str, Rule] = {
     "start_job": (frozenset({PRO}), "admitted"),
     "submit_job_result": (frozenset({PRO}), "admitted"),
     "get_job_receipt": ("any", "admitted"),
+    # ledger
+    "get_receipt_proof": ("any", "admitted"),
+    "get_ledger_status": (frozenset({OPS, REG}), "admitted"),
+    "verify_ledger": (frozenset({OPS, REG}), "admitted"),
+    "ledger_rpc": ("any", "admitted"),
 }
 
 PROTECTED = sorted(op for op, rule in EXPECTED.items() if rule != "public")
@@ -234,6 +239,12 @@ CALLS: dict[str, Call] = {
         lambda: {"outcome": "failed", "reason_code": "node_error", "reason": "x"},
     ),
     "get_job_receipt": Call({"job_id": _random}),
+    "get_receipt_proof": Call({"job_id": _random}),
+    "get_ledger_status": Call({}),
+    "verify_ledger": Call({}),
+    "ledger_rpc": Call(
+        {}, lambda: {"jsonrpc": "2.0", "id": 1, "method": "eth_chainId", "params": []}
+    ),
 }
 
 

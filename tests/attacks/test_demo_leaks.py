@@ -27,6 +27,7 @@ from sqlmodel import select
 
 import marketplace.demo as demo_module
 from marketplace.demo import DemoRun, run_demo
+from marketplace.models import Trade
 from marketplace.models.jobs import Job as JobRow
 from mpc_engine.protocol import JobState
 from sdk import Client
@@ -472,3 +473,25 @@ def test_no_raw_value_in_the_logs_or_the_console(demo: Any) -> None:
     assert "demo finished" in console
     assert _scan(console, needles) == []
     assert np.isfinite(probe.run.results["inference"].scores).all()
+
+
+def test_the_demo_ends_with_verify_and_the_chain_holds_no_raw_value(
+    demo: Any,
+) -> None:
+    """The demo ends with a passing ``veilx verify``; the chain's files (every
+    block, transaction, receipt and log) hold hashes and amounts, no raw value."""
+    probe, _bodies, _logs, console, data_dir = demo
+    report = probe.run.results["verify"]
+    assert report.ok, report.mismatches
+    assert report.trades >= 6 and report.receipts == report.trades
+    assert report.summary in console and "veilx verify" in console
+    files = sorted(p for p in (data_dir / "chain").rglob("*") if p.is_file())
+    raw = b"".join(p.read_bytes() for p in files)
+    assert len(raw) > 100_000, files
+    with probe.run.db.session() as s:
+        trade_hashes = [t.trade_hash for t in s.exec(select(Trade)).all()]
+    assert trade_hashes and all(bytes.fromhex(h) in raw for h in trade_hashes)
+    needles = _needles(probe)
+    assert _scan(raw.decode("latin-1"), needles) == []
+    for window in _secret_windows(data_dir / "buyer-keys"):
+        assert window not in raw
