@@ -27,7 +27,7 @@ from sqlmodel import select
 
 import marketplace.demo as demo_module
 from marketplace.demo import DemoRun, run_demo
-from marketplace.models import Trade
+from marketplace.models import LedgerEvent
 from marketplace.models.jobs import Job as JobRow
 from mpc_engine.protocol import JobState
 from sdk import Client
@@ -488,9 +488,15 @@ def test_the_demo_ends_with_verify_and_the_chain_holds_no_raw_value(
     files = sorted(p for p in (data_dir / "chain").rglob("*") if p.is_file())
     raw = b"".join(p.read_bytes() for p in files)
     assert len(raw) > 100_000, files
-    with probe.run.db.session() as s:
-        trade_hashes = [t.trade_hash for t in s.exec(select(Trade)).all()]
-    assert trade_hashes and all(bytes.fromhex(h) in raw for h in trade_hashes)
+    with probe.run.db.session() as s:  # the trades relayed before the attacks
+        batches = s.exec(
+            select(LedgerEvent).where(
+                LedgerEvent.kind == "trades.batch", LedgerEvent.status == "confirmed"
+            )
+        ).all()
+    trade_hashes = [h for b in batches for h in b.payload["trade_hashes"]]
+    assert len(trade_hashes) >= 6
+    assert all(bytes.fromhex(h) in raw for h in trade_hashes)
     needles = _needles(probe)
     assert _scan(raw.decode("latin-1"), needles) == []
     for window in _secret_windows(data_dir / "buyer-keys"):
