@@ -16,15 +16,25 @@ from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
+from sqlalchemy import update
+from sqlmodel import col, select
 
 from marketplace.api import create_app
 from marketplace.cli import main
 from marketplace.db import Database, current_revision
 from marketplace.errors import AuthenticationRequired
 from marketplace.kv import MemoryStore
-from marketplace.models import OrganisationStatus
+from marketplace.models import OrganisationStatus, Trade
 from marketplace.services.identity import IdentityService
 from tests.conftest import TEST_SECRET, make_settings
+from tests.job_factories import (
+    claim,
+    create_job,
+    create_served_dataset,
+    post_result,
+    start,
+    success,
+)
 
 VEILX = Path(sys.executable).with_name("veilx")
 PASSWORD = "correct horse battery staple"
@@ -375,3 +385,53 @@ def test_the_installed_script(data_dir: Path) -> None:
     assert proc.returncode == 2
     assert proc.stdout == ""
     assert proc.stderr == "veilx: error: no organisation named 'Nobody Ltd'\n"
+
+
+# -- veilx verify ------------------------------------------------------------
+
+
+def _release(db: Database, data_dir: Path, n: int) -> None:
+    app = create_app(make_settings(data_dir), db=db, kv=MemoryStore(), migrate=False)
+    with TestClient(app, raise_server_exceptions=False) as client:
+        served = create_served_dataset(client, db)
+        for _ in range(n):
+            job = create_job(client, served)
+            claim(client, served.node)
+            assert start(client, served.node, job["id"]).status_code == 200
+            r = post_result(client, served.node, job["id"], success(job, served))
+            assert r.status_code == 200, r.text
+
+
+def test_verify_relays_then_matches_and_then_names_a_tampered_trade(
+    veilx: Veilx, database: Database, data_dir: Path
+) -> None:
+    _release(database, data_dir, 2)
+    pending = veilx("verify")
+    assert pending.code == 0, pending.err
+    assert "records pending in the outbox" in pending.out
+
+    flushed = veilx("verify", "--flush")
+    assert flushed.code == 0, flushed.err
+    assert "all 1 assets, 2 trades, 2 receipts match the chain" in flushed.out
+
+    with database.session() as s:
+        trade = s.exec(select(Trade)).first()
+        assert trade is not None
+        s.execute(update(Trade).where(col(Trade.id) == trade.id).values(currency="USD"))
+        s.commit()
+    tampered = veilx("verify")
+    assert tampered.code == 1
+    assert str(trade.id) in tampered.out and "currency" in tampered.out
+    assert "1 mismatches" in tampered.out
+
+    as_json = veilx("verify", "--json")
+    assert as_json.code == 1 and '"ok": false' in as_json.out
+
+
+def test_verify_with_an_unreachable_node_is_one_line(
+    veilx: Veilx, data_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("VEILX_CHAIN_URL", "http://127.0.0.1:9")
+    result = veilx("verify")
+    assert result.code == 2 and result.out == ""
+    assert result.err.startswith("veilx: error: ") and len(result.err.splitlines()) == 1
