@@ -48,6 +48,7 @@ import numpy.typing as npt
 import pytest
 import redis
 
+from ledger import LocalSigner, TransactionSender, connect_rpc, deploy_contracts
 from marketplace.db import Database
 from marketplace.demo_compute import (
     CREDIT_FEATURES,
@@ -62,6 +63,7 @@ from mpc_engine.protocol import JobState, SignedAttestation, model_eval_bounds
 from sdk import AggregateResult, Client, InferenceResult, Job, ModelEvalResult
 from tests.conftest import TEST_SECRET
 from tests.factories import Party, create_random_org
+from tests.ledger._hardhat import HARDHAT_KEY
 
 pytestmark = pytest.mark.integration
 
@@ -201,6 +203,8 @@ class Stack:
     model: dict[str, Any]
     node_config: Path
     node: Service
+    chain_url: str
+    env: dict[str, str]
 
     def client(self, party: Party) -> Client:
         """An SDK client for ``party`` (local keys in the temp dir)."""
@@ -268,7 +272,7 @@ def _wait_healthy(service: Service, base: str) -> None:
 
 
 @pytest.fixture
-def stack(pg_schema_url: str, redis_url: str) -> Iterator[Stack]:
+def stack(pg_schema_url: str, redis_url: str, hardhat_url: str) -> Iterator[Stack]:
     """Exchange (2 workers) and worker running; datasets listed; node configured.
 
     The node is configured, not started: the test starts it. Whatever happens,
@@ -281,6 +285,18 @@ def stack(pg_schema_url: str, redis_url: str) -> Iterator[Stack]:
     services: list[Service] = []
     try:
         db.upgrade()  # before any process starts: no concurrent migrations
+        # The ledger: fresh contracts on the Hardhat node, relayed by the worker.
+        chain = connect_rpc(hardhat_url, network="it")
+        try:
+            deployment = deploy_contracts(
+                chain.w3,
+                TransactionSender(chain.w3, LocalSigner.from_key(HARDHAT_KEY)),
+                network="it",
+            )
+        finally:
+            chain.close()
+        (root / "deployments").mkdir()
+        deployment.save(root / "deployments" / "it.json")
         port = _free_port()
         base = f"http://127.0.0.1:{port}"
         env = {
@@ -295,6 +311,12 @@ def stack(pg_schema_url: str, redis_url: str) -> Iterator[Stack]:
             "VEILX_RATE_LIMIT_PER_MINUTE": "100000",
             "VEILX_RATE_LIMIT_BURST": "10000",
             "VEILX_LOG_LEVEL": "warning",
+            "VEILX_CHAIN_URL": hardhat_url,
+            "VEILX_CHAIN_NETWORK": "it",
+            "VEILX_CHAIN_KEY": HARDHAT_KEY,
+            "VEILX_DEPLOYMENTS_DIR": str(root / "deployments"),
+            "VEILX_LEDGER_BATCH_MAX_AGE_SECONDS": "0.5",
+            "VEILX_LEDGER_RELAY_INTERVAL_SECONDS": "0.5",
         }
         logs = root / "logs"
         logs.mkdir()
@@ -368,6 +390,8 @@ def stack(pg_schema_url: str, redis_url: str) -> Iterator[Stack]:
             model=model,
             node_config=config,
             node=node,
+            chain_url=hardhat_url,
+            env=env,
         )
     finally:
         try:
@@ -748,3 +772,45 @@ def test_jobs_across_exchange_worker_and_node_processes(stack: Stack) -> None:
         total = provider.datasets.budget(meter_id).total
         assert total is not None and total.queries == queries[meter_id]
         assert total.epsilon_spent == pytest.approx(spent[meter_id])
+
+        # 7. The ledger: the worker relayed every listing, trade and receipt to
+        # the Hardhat node; the buyer proves a receipt against the node itself.
+        _ledger_settled(stack, buyer, list(ran))
+
+
+def _ledger_settled(stack: Stack, buyer: Client, jobs: list[uuid.UUID]) -> None:
+    db = Database.from_url(stack.env["VEILX_DATABASE_URL"])
+    try:
+        regulator = create_random_org(db, Role.REGULATOR)
+    finally:
+        db.dispose()
+    with httpx.Client(
+        base_url=stack.base, headers=regulator.headers, timeout=60
+    ) as http:
+        deadline = time.monotonic() + 120
+        while True:
+            status = _check(http.get("/v1/ledger"))
+            if not status["pending"]:
+                break
+            assert time.monotonic() < deadline, f"the relay is stuck: {status}"
+            time.sleep(0.5)
+        assert status["confirmed"]["asset.register"] == 2
+        report = _check(http.get("/v1/ledger/verify"))
+    assert report["ok"], report["mismatches"]
+    assert (report["assets"], report["trades"], report["receipts"]) == (
+        2,
+        len(jobs),
+        len(jobs),
+    )
+    proved = buyer.receipts.verify_inclusion(jobs[0], rpc_url=stack.chain_url)
+    assert proved.chain_root == proved.proof.root
+    cli = subprocess.run(  # noqa: S603 - our own console script
+        [str(VEILX), "verify"],
+        env=stack.env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert cli.returncode == 0, cli.stderr
+    assert f"{len(jobs)} trades, {len(jobs)} receipts match the chain" in cli.stdout
