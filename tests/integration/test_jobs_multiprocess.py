@@ -48,7 +48,6 @@ import numpy.typing as npt
 import pytest
 import redis
 
-from ledger import LocalSigner, TransactionSender, connect_rpc, deploy_contracts
 from marketplace.db import Database
 from marketplace.demo_compute import (
     CREDIT_FEATURES,
@@ -63,7 +62,7 @@ from mpc_engine.protocol import JobState, SignedAttestation, model_eval_bounds
 from sdk import AggregateResult, Client, InferenceResult, Job, ModelEvalResult
 from tests.conftest import TEST_SECRET
 from tests.factories import Party, create_random_org
-from tests.ledger._hardhat import HARDHAT_KEY
+from tests.ledger._hardhat import HARDHAT_KEY, deploy_fresh
 
 pytestmark = pytest.mark.integration
 
@@ -286,17 +285,7 @@ def stack(pg_schema_url: str, redis_url: str, hardhat_url: str) -> Iterator[Stac
     try:
         db.upgrade()  # before any process starts: no concurrent migrations
         # The ledger: fresh contracts on the Hardhat node, relayed by the worker.
-        chain = connect_rpc(hardhat_url, network="it")
-        try:
-            deployment = deploy_contracts(
-                chain.w3,
-                TransactionSender(chain.w3, LocalSigner.from_key(HARDHAT_KEY)),
-                network="it",
-            )
-        finally:
-            chain.close()
-        (root / "deployments").mkdir()
-        deployment.save(root / "deployments" / "it.json")
+        deploy_fresh(hardhat_url, "it", root / "deployments")
         port = _free_port()
         base = f"http://127.0.0.1:{port}"
         env = {

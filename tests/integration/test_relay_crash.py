@@ -20,7 +20,6 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from ledger import LocalSigner, TransactionSender, connect_rpc, deploy_contracts
 from marketplace.api import create_app
 from marketplace.chain import LazyChain
 from marketplace.config import Settings
@@ -37,7 +36,7 @@ from tests.job_factories import (
     start,
     success,
 )
-from tests.ledger._hardhat import HARDHAT_KEY
+from tests.ledger._hardhat import HARDHAT_KEY, deploy_fresh
 
 pytestmark = pytest.mark.integration
 
@@ -109,16 +108,7 @@ def _settings(request: pytest.FixtureRequest, tmp_path: Path) -> Settings:
     if request.param == "embedded":
         return make_settings(tmp_path, database_url=db_url)
     url = request.getfixturevalue("hardhat_url")
-    chain = connect_rpc(url, network="crash")
-    try:
-        signer = LocalSigner.from_key(HARDHAT_KEY)
-        deployment = deploy_contracts(
-            chain.w3, TransactionSender(chain.w3, signer), network="crash"
-        )
-    finally:
-        chain.close()
-    (tmp_path / "deployments").mkdir()
-    deployment.save(tmp_path / "deployments" / "crash.json")
+    deploy_fresh(url, "crash", tmp_path / "deployments")
     return make_settings(
         tmp_path,
         database_url=db_url,

@@ -173,3 +173,23 @@ def hardhat_node() -> Iterator[str]:
             _stop(process)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
+
+
+def deploy_fresh(url: str, network: str, directory: Path) -> Path:
+    """Deploy fresh contracts on the node at ``url`` with :data:`HARDHAT_KEY`.
+
+    Writes ``<directory>/<network>.json`` (``directory`` is created) — point
+    ``VEILX_DEPLOYMENTS_DIR`` at ``directory`` — and returns the file's path.
+    """
+    from ledger import LocalSigner, TransactionSender, connect_rpc, deploy_contracts
+
+    chain = connect_rpc(url, network=network)
+    try:
+        sender = TransactionSender(chain.w3, LocalSigner.from_key(HARDHAT_KEY))
+        deployment = deploy_contracts(chain.w3, sender, network=network)
+    finally:
+        chain.close()
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / f"{network}.json"
+    deployment.save(path)
+    return path

@@ -18,7 +18,6 @@ from fastapi.testclient import TestClient
 from sqlalchemy import delete, update
 from sqlmodel import col, select
 
-from ledger import LocalSigner, TransactionSender, connect_rpc, deploy_contracts
 from marketplace.api import create_app
 from marketplace.chain import LazyChain
 from marketplace.config import Settings
@@ -44,7 +43,7 @@ from tests.job_factories import (
     start,
     success,
 )
-from tests.ledger._hardhat import HARDHAT_KEY
+from tests.ledger._hardhat import HARDHAT_KEY, deploy_fresh
 
 
 @dataclass
@@ -80,17 +79,7 @@ class Exchange:
 
 
 def _hardhat_settings(tmp_path: Path, url: str) -> Settings:
-    chain = connect_rpc(url, network="hardhat-test")
-    try:
-        signer = LocalSigner.from_key(HARDHAT_KEY)
-        deployment = deploy_contracts(
-            chain.w3, TransactionSender(chain.w3, signer), network="hardhat-test"
-        )
-    finally:
-        chain.close()
-    deployments = tmp_path / "deployments"
-    deployments.mkdir()
-    deployment.save(deployments / "hardhat-test.json")
+    deploy_fresh(url, "hardhat-test", tmp_path / "deployments")
     return make_settings(
         tmp_path,
         chain_url=url,
