@@ -31,9 +31,9 @@ import logging
 import threading
 import uuid
 from collections import defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from eth_account.typed_transactions.typed_transaction import TypedTransaction
@@ -164,17 +164,10 @@ class Relay:
 
     def _form_one(self, kind: LedgerEventKind, limit: int, force: bool) -> bool:
         with self.db.session() as session:
-            oldest = session.exec(
-                select(LedgerEvent)
-                .where(LedgerEvent.kind == kind.value)
-                .where(LedgerEvent.status == St.PENDING.value)
-                .order_by(col(LedgerEvent.id))
-                .limit(1)
-            ).first()
-            if oldest is None:
-                return False
+            # Only what a batch needs, as plain rows (500 ORM entities a batch cost
+            # more than the SQL); the first row is the oldest pending record.
             query = (
-                select(LedgerEvent)
+                select(LedgerEvent.id, LedgerEvent.payload, LedgerEvent.created_at)
                 .where(LedgerEvent.kind == kind.value)
                 .where(LedgerEvent.status == St.PENDING.value)
                 .order_by(col(LedgerEvent.id))
@@ -182,23 +175,26 @@ class Relay:
             )
             if self.db.dialect == "postgresql":
                 query = query.with_for_update(skip_locked=True)
-            records = list(session.exec(query).all())
-            if kind is K.TRADE_RECORD:  # one currency a batch: the oldest's
-                currency = oldest.payload["trade"]["currency"]
-                records = [
-                    r for r in records if r.payload["trade"]["currency"] == currency
-                ]
-            due = (
-                force
-                or len(records) >= limit
-                or utcnow() - oldest.created_at >= self.max_batch_age
+            rows: list[tuple[int | None, Mapping[str, Any], datetime]] = list(
+                session.exec(query).all()
             )
-            if not records or not due:
+            if not rows:
                 return False
+            _, first, first_at = rows[0]
+            if kind is K.TRADE_RECORD:  # one currency a batch: the oldest's
+                currency = first["trade"]["currency"]
+                rows = [r for r in rows if r[1]["trade"]["currency"] == currency]
+            due = (
+                force or len(rows) >= limit or utcnow() - first_at >= self.max_batch_age
+            )
+            if not due:
+                return False
+            ids = [i for i, _, _ in rows]
+            payloads = [p for _, p, _ in rows]
             if kind is K.TRADE_RECORD:
-                batch_kind, payload = K.TRADES_BATCH, _trades_payload(records)
+                batch_kind, payload = K.TRADES_BATCH, _trades_payload(payloads)
             else:
-                batch_kind, payload = K.RECEIPTS_BATCH, _receipts_payload(records)
+                batch_kind, payload = K.RECEIPTS_BATCH, _receipts_payload(payloads)
             now = utcnow()
             batch = LedgerEvent(
                 kind=batch_kind.value,
@@ -211,11 +207,12 @@ class Relay:
             session.flush()
             batch.subject = str(batch.id)  # the flush assigned it
             session.add(batch)
-            ids = [r.id for r in records]
             session.execute(
                 update(LedgerEvent)
                 .where(col(LedgerEvent.id).in_(ids))
                 .values(status=St.BATCHED.value, batch_id=batch.id, updated_at=now)
+                # the records are not in this session: nothing to synchronise
+                .execution_options(synchronize_session=False)
             )
             session.commit()
             log.info("formed %s %d of %d records", batch_kind, batch.id, len(ids))
@@ -440,18 +437,18 @@ class Relay:
             session.commit()
 
 
-def _trades_payload(records: Sequence[LedgerEvent]) -> dict[str, Any]:
+def _trades_payload(payloads: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     totals: dict[int, list[int]] = defaultdict(lambda: [0, 0])
     hashes = []
-    for r in records:
-        trade = r.payload["trade"]
-        hashes.append(r.payload["trade_hash"])
+    for p in payloads:
+        trade = p["trade"]
+        hashes.append(p["trade_hash"])
         total = totals[int(trade["token_id"])]
         total[0] += int(trade["amount_minor"])
         total[1] += int(trade["fee_minor"])
     return {
-        "currency": records[0].payload["trade"]["currency"],
-        "count": len(records),
+        "currency": payloads[0]["trade"]["currency"],
+        "count": len(payloads),
         "trade_hashes": hashes,
         "totals": [
             {"token_id": str(t), "amount": a, "fee": f}
@@ -462,9 +459,9 @@ def _trades_payload(records: Sequence[LedgerEvent]) -> dict[str, Any]:
     }
 
 
-def _receipts_payload(records: Sequence[LedgerEvent]) -> dict[str, Any]:
-    tree = MerkleTree.build(bytes.fromhex(r.payload["leaf"]) for r in records)
-    return {"root": tree.root.hex(), "count": len(records)}
+def _receipts_payload(payloads: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    tree = MerkleTree.build(bytes.fromhex(p["leaf"]) for p in payloads)
+    return {"root": tree.root.hex(), "count": len(payloads)}
 
 
 def _stored(event: LedgerEvent) -> SignedTx:
