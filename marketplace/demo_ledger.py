@@ -43,6 +43,10 @@ def _short(value: str, n: int = 10) -> str:
     return value[:n] + "…" if len(value) > n else value
 
 
+def _n(count: int, one: str, many: str) -> str:
+    return f"{count} {one if count == 1 else many}"
+
+
 def _money(minor: int, currency: str) -> str:
     return f"{minor / 100:,.2f} {currency}"
 
@@ -176,8 +180,9 @@ def print_verify_report(console: Console, report: VerifyReport) -> None:
     """The verifier's report for people: where, a mismatch table, the verdict."""
     console.print(
         f"{report.network} (chain {report.chain_id}, block {report.head_block}): "
-        f"{report.assets} assets, {report.trades} trades in {report.trade_batches} "
-        f"batches, {report.receipts} receipts in {report.receipt_batches} batches",
+        f"{report.assets} assets, {report.trades} trades in "
+        f"{_n(report.trade_batches, 'batch', 'batches')}, {report.receipts} "
+        f"receipts in {_n(report.receipt_batches, 'batch', 'batches')}",
         highlight=False,
     )
     if report.mismatches:

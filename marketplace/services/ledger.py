@@ -444,7 +444,15 @@ class LedgerQueries:
         if not isinstance(params, list):
             raise ValidationFailed.for_field("params", "must be a list")
         w3 = self._ledger().registry.w3
-        response = w3.provider.make_request(method, params)  # type: ignore[arg-type]
+        try:
+            response = w3.provider.make_request(method, params)  # type: ignore[arg-type]
+        except Exception as exc:  # noqa: BLE001 - answered as JSON-RPC errors are
+            message = f"{type(exc).__name__}: {exc}"[:500]
+            return {
+                "jsonrpc": "2.0",
+                "id": rid,
+                "error": {"code": -32602, "message": message},
+            }
         answer: dict[str, Any] = dict(response)
         result = answer.get("result")
         if isinstance(result, int):  # quantities as a node sends them

@@ -55,6 +55,7 @@ from ledger import (
 )
 from marketplace.config import Settings
 from marketplace.db import Database
+from marketplace.errors import ChainUnavailable
 from marketplace.models import (
     LedgerEvent,
     LedgerEventKind,
@@ -476,10 +477,15 @@ class RelayThread:
     """Runs :meth:`Relay.run_once` every ``interval`` seconds in a daemon thread."""
 
     def __init__(
-        self, relay_factory: Callable[[], Relay], interval: float = 1.0
+        self,
+        relay_factory: Callable[[], Relay],
+        interval: float = 1.0,
+        *,
+        unavailable_interval: float = 10.0,
     ) -> None:
         self._factory = relay_factory
         self._interval = interval
+        self._unavailable_interval = unavailable_interval
         self._stop = threading.Event()
         self._thread = threading.Thread(
             target=self._run, name="veilx-relay", daemon=True
@@ -496,15 +502,25 @@ class RelayThread:
 
     def _run(self) -> None:
         relay: Relay | None = None
+        unavailable: str | None = None
         while not self._stop.is_set():
+            wait = self._interval
             try:
                 relay = relay or self._factory()
                 report = relay.run_once()
+                unavailable = None
                 if report.batches_formed or report.sent or report.failed:
                     log.info("relay: %s", report)
+            except ChainUnavailable as exc:
+                # Another process holds the embedded chain (several API workers
+                # without VEILX_CHAIN_URL), or the node is down: say so once.
+                if exc.detail != unavailable:
+                    log.warning("ledger relay waiting for the chain: %s", exc.detail)
+                unavailable = exc.detail
+                wait = max(self._interval, self._unavailable_interval)
             except Exception:  # logged; the next pass retries
                 log.exception("ledger relay pass failed; retrying")
-            self._stop.wait(self._interval)
+            self._stop.wait(wait)
 
 
 def make_relay(db: Database, ledger: Ledger, settings: Settings) -> Relay:

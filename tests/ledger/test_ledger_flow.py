@@ -359,3 +359,22 @@ def test_sdk_proof_raises_conflict_until_anchored(
     with _sdk(exchange, exchange.served.buyer.key, tmp_path) as sdk:
         with pytest.raises(ConflictError):
             sdk.receipts.proof(job_id)
+
+
+def test_a_malformed_rpc_call_is_a_json_rpc_error_not_a_crash(
+    exchange: Exchange,
+) -> None:
+    r = exchange.client.post(
+        "/v1/ledger/rpc",
+        json={"jsonrpc": "2.0", "id": 7, "method": "eth_call", "params": [{"to": 5}]},
+        headers=exchange.served.buyer.headers,
+    )
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["id"] == 7 and ("error" in body or "result" in body)
+    chain_id = exchange.client.post(
+        "/v1/ledger/rpc",
+        json={"jsonrpc": "2.0", "id": 8, "method": "eth_chainId", "params": []},
+        headers=exchange.served.buyer.headers,
+    ).json()
+    assert int(chain_id["result"], 16) == exchange.chain.get().chain.chain_id
