@@ -30,6 +30,7 @@ from sqlalchemy import func
 from sqlmodel import Session, select
 from web3 import Web3
 
+import pricing
 from ledger import Ledger, MerkleTree, keccak256, receipt_digest, receipt_leaf
 from marketplace.chain import LazyChain
 from marketplace.errors import Conflict, NotFound, ValidationFailed
@@ -85,9 +86,9 @@ def fee_for(amount_minor: int, fee_bps: int) -> int:
 
     Rounding down always favours the payees.
     """
-    if amount_minor < 0 or not 0 <= fee_bps <= TOTAL_BPS:
-        raise ValueError("amount must be ≥ 0 and the fee within 0 … 10,000 bps")
-    return amount_minor * fee_bps // TOTAL_BPS
+    if amount_minor < 0:
+        raise ValueError(f"amount must be ≥ 0, got {amount_minor}")
+    return pricing.fee_bps(amount_minor, fee_bps)
 
 
 def metadata_hash(ds: Dataset, version: DatasetVersion | None) -> str:
