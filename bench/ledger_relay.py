@@ -12,7 +12,7 @@ and validated as ``bench._seed`` does, one currency — the relay batches one
 currency at a time), registered on chain through ``LedgerRecorder.sync_asset`` and
 the relay, then per trade a succeeded ``job`` row, its ``trade`` row and its
 ``trade.record`` event, built exactly as ``LedgerRecorder.record_release`` builds
-them (``trade_record``, ``trade_hash``, ``fee_for``, ``org_address``) and bulk
+them (``trade_record``, ``trade_hash``, ``pricing.fee_bps``, ``org_address``) and bulk
 inserted. Receipt events are left out: only trades are measured.
 
 ``ledger.trades_per_s.batching`` (SQLite; ``….postgresql``): ``trades`` pending
@@ -110,13 +110,13 @@ from marketplace.models import (
 from marketplace.services.identity import IdentityService
 from marketplace.services.ledger import (
     LedgerRecorder,
-    fee_for,
     org_address,
     trade_hash,
     trade_record,
 )
 from marketplace.services.relay import Relay, RelayReport, make_relay
 from marketplace.services.verify import verify_ledger
+from pricing import fee_bps
 
 __all__ = [
     "BATCHING_GOAL",
@@ -423,7 +423,7 @@ def seed_trades(
             buyer_id=buyer,
             buyer_address=addresses[buyer],
             amount_minor=ds.price_minor,
-            fee_minor=fee_for(ds.price_minor, settings.fee_bps),
+            fee_minor=fee_bps(ds.price_minor, settings.fee_bps),
             currency=CURRENCY,
             trade_hash="",
             created_at=now,

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass
-from pathlib import Path
 
 from ledger import (
     Chain,
@@ -153,8 +152,3 @@ class LazyChain:
             if self._runtime is not None:
                 self._runtime.close()
                 self._runtime = None
-
-
-def data_dir_chain(settings: Settings) -> Path:
-    """Where the embedded chain of ``settings`` lives."""
-    return settings.data_dir / "chain"

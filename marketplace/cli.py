@@ -347,33 +347,12 @@ def verify(
     Prints "all N assets, M trades, R receipts match the chain", or each record
     that does not match (exit status 1).
     """
-    from marketplace.chain import open_runtime
-    from marketplace.db import Database
-    from marketplace.services.relay import make_relay
-    from marketplace.services.verify import verify_ledger
+    from marketplace.verify_report import print_verify_report, verify_configured
 
-    settings = _settings()
-    db = Database.from_url(settings.effective_database_url)
-    db.upgrade()
-    runtime = open_runtime(settings)
-    try:
-        if flush:
-            with console.status("relaying the outbox to the chain…"):
-                done = make_relay(db, runtime.ledger, settings).flush()
-            console.print(f"relayed: {done}", markup=False, highlight=False)
-        with (
-            console.status("verifying the database against the chain…"),
-            db.session() as s,
-        ):
-            report = verify_ledger(s, runtime.ledger)
-    finally:
-        runtime.close()
-        db.dispose()
+    report = verify_configured(_settings(), console, flush=flush)
     if as_json:
         console.print_json(report.model_dump_json())
     else:
-        from marketplace.demo_ledger import print_verify_report
-
         print_verify_report(console, report)
     if not report.ok:
         raise typer.Exit(1)

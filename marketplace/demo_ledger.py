@@ -18,7 +18,7 @@ from rich.console import Console
 from rich.table import Table
 from sqlmodel import col, select
 
-from marketplace.chain import LazyChain, open_runtime
+from marketplace.chain import LazyChain
 from marketplace.config import Settings
 from marketplace.db import Database
 from marketplace.models import (
@@ -31,20 +31,16 @@ from marketplace.models import (
     VerifyReport,
 )
 from marketplace.services.relay import make_relay
-from marketplace.services.verify import verify_ledger
+from marketplace.verify_report import print_verify_report, verify_configured
 from sdk import Client
 
-__all__ = ["print_verify_report", "show_ledger", "verify_after_restart"]
+__all__ = ["show_ledger", "verify_after_restart"]
 
 K = LedgerEventKind
 
 
 def _short(value: str, n: int = 10) -> str:
     return value[:n] + "…" if len(value) > n else value
-
-
-def _n(count: int, one: str, many: str) -> str:
-    return f"{count} {one if count == 1 else many}"
 
 
 def _money(minor: int, currency: str) -> str:
@@ -163,36 +159,6 @@ def verify_after_restart(console: Console, settings: Settings) -> VerifyReport:
     shutdown, and every record still matches.
     """
     console.rule("[bold]veilx verify[/] — after the exchange stopped")
-    db = Database.from_url(settings.effective_database_url)
-    runtime = open_runtime(settings)
-    try:
-        with console.status("verifying the database against the chain…"):
-            with db.session() as s:
-                report = verify_ledger(s, runtime.ledger)
-    finally:
-        runtime.close()
-        db.dispose()
+    report = verify_configured(settings, console)
     print_verify_report(console, report)
     return report
-
-
-def print_verify_report(console: Console, report: VerifyReport) -> None:
-    """The verifier's report for people: where, a mismatch table, the verdict."""
-    console.print(
-        f"{report.network} (chain {report.chain_id}, block {report.head_block}): "
-        f"{report.assets} assets, {report.trades} trades in "
-        f"{_n(report.trade_batches, 'batch', 'batches')}, {report.receipts} "
-        f"receipts in {_n(report.receipt_batches, 'batch', 'batches')}",
-        highlight=False,
-    )
-    if report.mismatches:
-        table = Table(title="records that do not match the chain")
-        for column in ("kind", "id", "field", "database", "chain", "detail"):
-            table.add_column(column, overflow="fold")
-        for m in report.mismatches:
-            table.add_row(
-                m.kind, m.id, m.field or "", m.database or "", m.chain or "", m.detail
-            )
-        console.print(table)
-    mark = "[green]✓[/]" if report.ok else "[red]✗[/]"
-    console.print(f"{mark} {report.summary}", highlight=False)

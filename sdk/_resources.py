@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import builtins
 import hashlib
+import itertools
 import re
 import time
 import uuid
@@ -743,7 +744,7 @@ class Receipts:
         bad: Callable[[str, str], ReceiptVerificationError],
     ) -> Callable[[str, list[Any]], Any]:
         """A function that sends one JSON-RPC call and returns its result."""
-        counter = iter(range(1, 1 << 30))
+        counter = itertools.count(1)
 
         def call(method: str, params: list[Any]) -> Any:
             body = {"jsonrpc": "2.0", "id": next(counter), "method": method}

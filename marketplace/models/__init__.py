@@ -66,7 +66,6 @@ from marketplace.models.ledger import (
     Mismatch,
     ReceiptProof,
     Trade,
-    TradePublic,
     VerifyReport,
 )
 from marketplace.models.nodes import (
@@ -148,7 +147,6 @@ __all__ = [
     "SignUp",
     "Theme",
     "Trade",
-    "TradePublic",
     "UpdateFrequency",
     "User",
     "UserPublic",

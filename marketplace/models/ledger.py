@@ -37,7 +37,6 @@ __all__ = [
     "Mismatch",
     "ReceiptProof",
     "Trade",
-    "TradePublic",
     "VerifyReport",
 ]
 
@@ -174,22 +173,6 @@ class AnchorRef(SQLModel):
     batch_id: int
     tx_hash: str
     block_number: int
-
-
-class TradePublic(SQLModel):
-    """A trade as the API shows it."""
-
-    id: uuid.UUID
-    job_id: uuid.UUID
-    dataset_id: uuid.UUID
-    buyer_id: uuid.UUID
-    amount_minor: int
-    fee_minor: int
-    currency: str
-    trade_hash: str
-    created_at: datetime
-    status: LedgerEventStatus
-    anchor: AnchorRef | None
 
 
 class ReceiptProof(SQLModel):

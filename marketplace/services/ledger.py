@@ -31,7 +31,14 @@ from sqlmodel import Session, select
 from web3 import Web3
 
 import pricing
-from ledger import Ledger, MerkleTree, keccak256, receipt_digest, receipt_leaf
+from ledger import (
+    DataAssetRegistry,
+    Ledger,
+    MerkleTree,
+    keccak256,
+    receipt_digest,
+    receipt_leaf,
+)
 from marketplace.chain import LazyChain
 from marketplace.errors import Conflict, NotFound, ValidationFailed
 from marketplace.models import (
@@ -58,7 +65,6 @@ __all__ = [
     "LedgerRecorder",
     "ReceiptInclusion",
     "asset_shares",
-    "fee_for",
     "metadata_hash",
     "org_address",
     "receipt_inclusion",
@@ -68,27 +74,13 @@ __all__ = [
 ]
 
 ORG_ADDRESS_DOMAIN = b"veilx.org.v1:"
-TOTAL_BPS = 10_000
+token_id_of = DataAssetRegistry.token_id_of
+"""A dataset's token id: its UUID's 16 bytes as an integer (``tokenIdOf``)."""
 
 
 def org_address(org_id: uuid.UUID) -> str:
     """The custodial chain address that stands for an organisation (no key)."""
     return str(to_checksum_address(keccak256(ORG_ADDRESS_DOMAIN + org_id.bytes)[12:]))
-
-
-def token_id_of(dataset_id: uuid.UUID) -> int:
-    """A dataset's token id: its UUID's 16 bytes as an integer (``tokenIdOf``)."""
-    return int.from_bytes(dataset_id.bytes, "big")
-
-
-def fee_for(amount_minor: int, fee_bps: int) -> int:
-    """The exchange's fee on ``amount_minor``: ``amount × bps / 10,000``, down.
-
-    Rounding down always favours the payees.
-    """
-    if amount_minor < 0:
-        raise ValueError(f"amount must be ≥ 0, got {amount_minor}")
-    return pricing.fee_bps(amount_minor, fee_bps)
 
 
 def metadata_hash(ds: Dataset, version: DatasetVersion | None) -> str:
@@ -119,7 +111,7 @@ def metadata_hash(ds: Dataset, version: DatasetVersion | None) -> str:
 
 def asset_shares(owner_address: str) -> list[dict[str, Any]]:
     """The revenue shares of an asset: all of it to its owner (co-owners: later)."""
-    return [{"payee": owner_address, "bps": TOTAL_BPS}]
+    return [{"payee": owner_address, "bps": pricing.TOTAL_BPS}]
 
 
 def trade_record(trade: Trade) -> dict[str, Any]:
@@ -225,7 +217,7 @@ class LedgerRecorder:
         """Owe the chain a released computation: its trade and its receipt leaf.
 
         The trade is priced at the listing's reference price, with the exchange's
-        fee (:func:`fee_for`) inside it.
+        fee (:func:`pricing.fee_bps`, rounded down) inside it.
         """
         amount = ds.reference_price_minor
         trade = Trade(
@@ -234,7 +226,7 @@ class LedgerRecorder:
             buyer_id=job.buyer_id,
             buyer_address=org_address(job.buyer_id),
             amount_minor=amount,
-            fee_minor=fee_for(amount, fee_bps),
+            fee_minor=pricing.fee_bps(amount, fee_bps),
             currency=ds.currency,
             trade_hash="",
             created_at=utcnow(),
@@ -278,9 +270,15 @@ class ReceiptInclusion:
     """A receipt's place in its confirmed batch: the batch event, index, tree."""
 
     def __init__(
-        self, job_id: uuid.UUID, batch: LedgerEvent, index: int, tree: MerkleTree
+        self,
+        job_id: uuid.UUID,
+        record: LedgerEvent,
+        batch: LedgerEvent,
+        index: int,
+        tree: MerkleTree,
     ) -> None:
         self.job_id = job_id
+        self.record = record
         self.batch = batch
         self.index = index
         self.tree = tree
@@ -318,15 +316,7 @@ def receipt_inclusion(session: Session, job_id: uuid.UUID) -> ReceiptInclusion:
     ).all()
     leaves = [bytes.fromhex(m.payload["leaf"]) for m in members]
     index = next(i for i, m in enumerate(members) if m.id == record.id)
-    return ReceiptInclusion(job_id, batch, index, MerkleTree.build(leaves))
-
-
-def load_job(session: Session, job_id: uuid.UUID) -> Job:
-    """The job, or :class:`NotFound`."""
-    job = session.get(Job, job_id)
-    if job is None:
-        raise NotFound(f"job {job_id} not found")
-    return job
+    return ReceiptInclusion(job_id, record, batch, index, MerkleTree.build(leaves))
 
 
 _RPC_READ_METHODS = frozenset(
@@ -375,20 +365,11 @@ class LedgerQueries:
     def proof(self, job_id: uuid.UUID) -> ReceiptProof:
         """``job_id``'s receipt inclusion proof (the caller may see the job)."""
         inclusion = receipt_inclusion(self.session, job_id)
-        record = inclusion.tree.leaf(inclusion.index)
-        digest = next(
-            m.payload["receipt_digest"]
-            for m in self.session.exec(
-                select(LedgerEvent).where(
-                    LedgerEvent.kind == LedgerEventKind.RECEIPT_RECORD.value,
-                    LedgerEvent.subject == str(job_id),
-                )
-            ).all()
-        )
+        leaf = inclusion.tree.leaf(inclusion.index)
         return ReceiptProof(
             job_id=job_id,
-            receipt_digest=digest,
-            leaf="0x" + record.hex(),
+            receipt_digest=inclusion.record.payload["receipt_digest"],
+            leaf="0x" + leaf.hex(),
             leaf_index=inclusion.index,
             count=len(inclusion.tree),
             root="0x" + inclusion.tree.root.hex(),

@@ -255,8 +255,13 @@ class _Verifier:
                     database=f"{amount}/{fee}",
                     chain=f"{event.amount}/{event.fee}",
                 )
+        pending = {
+            e.subject
+            for e in self.events
+            if e.kind == K.TRADE_RECORD and e.batch_id is None
+        }
         for trade_id, trade in trades.items():
-            if trade_id not in recorded and not self._pending_trade(trade_id):
+            if trade_id not in recorded and trade_id not in pending:
                 self.miss(
                     "trade",
                     trade.id,
@@ -271,12 +276,6 @@ class _Verifier:
                     "database",
                 )
         return checked, batches
-
-    def _pending_trade(self, trade_id: str) -> bool:
-        return any(
-            e.kind == K.TRADE_RECORD and e.subject == trade_id and e.batch_id is None
-            for e in self.events
-        )
 
     # -- receipts ----------------------------------------------------------------------
 

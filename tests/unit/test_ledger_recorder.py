@@ -4,19 +4,17 @@ from __future__ import annotations
 
 import uuid
 
-import pytest
 from fastapi.testclient import TestClient
 from sqlmodel import col, select
 
 from marketplace.db import Database
 from marketplace.models import LedgerAsset, LedgerEvent, Role, Trade
 from marketplace.services.ledger import (
-    fee_for,
     org_address,
-    token_id_of,
     trade_hash,
     trade_record,
 )
+from pricing import fee_bps
 from tests.factories import create_random_listed_dataset, create_random_org
 from tests.job_factories import (
     claim,
@@ -34,26 +32,6 @@ def test_org_address_is_deterministic_checksummed_and_distinct() -> None:
     assert org_address(a) != org_address(b)
     assert org_address(a).startswith("0x") and len(org_address(a)) == 42
     assert org_address(a) != org_address(a).lower()  # EIP-55 mixed case
-
-
-def test_token_id_is_the_uuid_as_an_integer() -> None:
-    u = uuid.UUID("00000000-0000-0000-0000-0000000000ff")
-    assert token_id_of(u) == 255
-
-
-@pytest.mark.parametrize(
-    ("amount", "bps", "fee"),
-    [(0, 1_000, 0), (999, 1_000, 99), (1_000, 1_000, 100), (7, 10_000, 7), (7, 0, 0)],
-)
-def test_fee_rounds_down(amount: int, bps: int, fee: int) -> None:
-    assert fee_for(amount, bps) == fee
-
-
-def test_fee_rejects_out_of_range() -> None:
-    with pytest.raises(ValueError, match="bps"):
-        fee_for(100, 10_001)
-    with pytest.raises(ValueError, match="amount"):
-        fee_for(-1, 100)
 
 
 def _events(db: Database, kind: str) -> list[LedgerEvent]:
@@ -122,7 +100,7 @@ def test_a_released_job_records_its_trade_and_receipt_in_its_transaction(
     trade = trades[0]
     assert str(trade.job_id) == job["id"]
     assert trade.amount_minor == served.dataset["reference_price_minor"]
-    assert trade.fee_minor == fee_for(trade.amount_minor, 1_000)
+    assert trade.fee_minor == fee_bps(trade.amount_minor, 1_000)
     assert trade.trade_hash == trade_hash(trade_record(trade))
     (event,) = _events(db, "trade.record")
     assert event.payload["trade_hash"] == trade.trade_hash

@@ -64,6 +64,21 @@ def test_fee_rounds_down_in_the_payees_favour(amount: int, bps: int) -> None:
     assert fee <= Fraction(amount * bps, TOTAL_BPS) < fee + 1
 
 
+@pytest.mark.parametrize(
+    ("amount", "bps", "fee"),
+    [(0, 1_000, 0), (999, 1_000, 99), (1_000, 1_000, 100), (7, 10_000, 7), (7, 0, 0)],
+)
+def test_fee_examples(amount: int, bps: int, fee: int) -> None:
+    assert fee_bps(amount, bps) == fee
+
+
+def test_fee_refuses_out_of_range() -> None:
+    with pytest.raises(MoneyError, match="bps"):
+        fee_bps(100, 10_001)
+    with pytest.raises(MoneyError, match="x, y ≥ 0"):
+        fee_bps(-1, 100)
+
+
 @st.composite
 def bps_shares(draw: st.DrawFn) -> list[int]:
     n = draw(st.integers(1, 16))
