@@ -127,7 +127,9 @@ def worker(
     import threading
 
     from marketplace.db import Database
+    from marketplace.payments import make_providers
     from marketplace.queue import open_queue
+    from marketplace.services.trading import TradingConfig
     from marketplace.worker import run_worker, sweep
 
     settings = _settings()
@@ -137,9 +139,12 @@ def worker(
         fail("VEILX_REDIS_URL: Redis does not answer; start it or fix the URL")
     db = Database.from_url(settings.effective_database_url)
     db.upgrade()
+    payments = make_providers(settings)
+    trading = TradingConfig.from_settings(settings)
     try:
         if once:
-            console.print(f"swept: {sweep(db, queue)}", markup=False, highlight=False)
+            report = sweep(db, queue, payments=payments, trading=trading)
+            console.print(f"swept: {report}", markup=False, highlight=False)
             return
         stop = threading.Event()
         signal.signal(signal.SIGTERM, lambda *_: stop.set())
@@ -162,7 +167,7 @@ def worker(
             )
             relay_thread.start()
         try:
-            run_worker(db, queue, interval, stop)
+            run_worker(db, queue, interval, stop, payments=payments, trading=trading)
         except KeyboardInterrupt:
             pass
         finally:

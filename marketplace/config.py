@@ -77,6 +77,30 @@ class Settings(BaseSettings):
         "record has waited this long.",
     )
     ledger_relay_interval_seconds: float = Field(default=1.0, gt=0)
+    quote_ttl_seconds: int = Field(
+        default=900, ge=10, le=7 * 86400, description="How long a quote holds."
+    )
+    entitlement_ttl_days: int = Field(
+        default=30,
+        ge=1,
+        le=366,
+        description="How long an entitlement lasts (card holds: at most 7 days).",
+    )
+    stripe_api_key: SecretStr | None = Field(
+        default=None, description="Stripe secret key (sk_…); unset = no card payments."
+    )
+    stripe_webhook_secret: SecretStr | None = Field(
+        default=None, description="The webhook endpoint's signing secret (whsec_…)."
+    )
+    stripe_api_base: str | None = Field(
+        default=None, description="Another Stripe API base URL (a test server)."
+    )
+    card_surcharge_bps: int = Field(
+        default=150, ge=0, le=2_000, description="Card surcharge, basis points."
+    )
+    card_surcharge_fixed_minor: int = Field(
+        default=25, ge=0, le=10_000, description="Card surcharge per payment."
+    )
 
     @field_validator("database_url")
     @classmethod

@@ -5,8 +5,11 @@ key-value store), bootstraps the operator, signs up two providers, a buyer and a
 regulator over HTTP, admits them, lists the sample datasets with their metadata,
 rights policies, prices and content versions, and prints catalog searches. Then
 each provider starts its data node next to its CSV files (signed quality
-attestations appear on the listings) and the buyer runs the three computations
-through the SDK (:mod:`marketplace.demo_compute`).
+attestations appear on the listings), the buyer buys entitlements with prepaid
+credits after a look at a DP price menu (:mod:`marketplace.demo_trading`), runs
+the three computations through the SDK (:mod:`marketplace.demo_compute`), and the
+operator settles the period: payouts, statements, the journal checked, then the
+trades on the chain (:mod:`marketplace.demo_ledger`).
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import time
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +46,7 @@ from marketplace.demo_compute import (
     write_node_config,
 )
 from marketplace.demo_ledger import show_ledger, verify_after_restart
+from marketplace.demo_trading import buy_entitlements, settle_period
 from marketplace.models import OrganisationCreate, OrganisationStatus, Role
 from marketplace.samples import SampleDataset, load_catalog, write_csv
 from marketplace.services.identity import IdentityService
@@ -131,6 +136,14 @@ def _sign_up(base: str, name: str, country: str, roles: list[str], email: str) -
     with _client(base, token) as c:
         key = _post(c, "/v1/api-keys", {"name": "demo"})
     return str(key["secret"])
+
+
+def _get(base: str, key: str, path: str) -> Any:
+    with _client(base, key) as c:
+        r = c.get(path)
+    if r.status_code >= 400:
+        raise RuntimeError(f"GET {path} failed: {r.status_code} {r.text}")
+    return r.json()
 
 
 def _money(minor: int, currency: str) -> str:
@@ -343,6 +356,16 @@ def run_demo(
                             "verified" if att.get("verified") else "MISSING",
                         )
             console.print(table)
+            trading_started = datetime.now(UTC)
+            buyer_id = _get(base, buyer_key, "/v1/auth/me")["organisation"]["id"]
+            trading = buy_entitlements(
+                console,
+                base_url=base,
+                operator_key=operator_key,
+                buyer_key=buyer_key,
+                buyer_id=buyer_id,
+                datasets=by_name,
+            )
             results = run_computations(
                 console,
                 base_url=base,
@@ -350,6 +373,18 @@ def run_demo(
                 provider_keys=keys,
                 datasets=by_name,
                 key_dir=data_dir / "buyer-keys",
+            )
+            results["trading"] = trading
+            results["settlement"] = settle_period(
+                console,
+                base_url=base,
+                operator_key=operator_key,
+                buyer_key=buyer_key,
+                regulator_key=regulator_key,
+                provider_keys=keys,
+                bought=trading["bought"],
+                period_start=trading_started,
+                out_dir=data_dir / "statements",
             )
             ledger_report = show_ledger(
                 console,

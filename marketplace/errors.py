@@ -17,6 +17,9 @@ Tree::
     │       ├── SecretKeyPresent  422  ``secret_key_present``: HE context with a key
     │       └── MalformedContext  422  ``malformed_context``: not an HE context
     ├── AuthenticationRequired    401  no or bad credentials
+    ├── PaymentRequired           402  money or an entitlement is missing; ``code``:
+    │                                  ``insufficient_funds``, ``entitlement_required``,
+    │                                  ``entitlement_exhausted``, ``payment_declined``
     ├── PermissionDenied          403  authenticated, but not allowed
     │   └── OrganisationNotAdmitted  403  pending or suspended organisation
     ├── NotFound                  404  absent, or hidden from this caller
@@ -31,8 +34,10 @@ Tree::
     ├── PayloadTooLarge           413  the request body exceeds the upload limit
     ├── UnsupportedMediaType      415  the body is not of the required media type
     ├── RateLimited               429  too many requests; ``retry_after`` seconds
-    └── ChainUnavailable          503  ``chain_unavailable``: the ledger's chain
-                                       cannot be reached or opened
+    ├── ChainUnavailable          503  ``chain_unavailable``: the ledger's chain
+    │                                  cannot be reached or opened
+    └── PaymentUnavailable        503  ``payment_unavailable``: the payment provider
+                                       cannot be reached; retry with the same key
 """
 
 from __future__ import annotations
@@ -57,6 +62,8 @@ __all__ = [
     "NotFound",
     "OrganisationNotAdmitted",
     "PayloadTooLarge",
+    "PaymentRequired",
+    "PaymentUnavailable",
     "PermissionDenied",
     "PublicKeyTaken",
     "RateLimited",
@@ -324,3 +331,19 @@ class ChainUnavailable(VeilxError):
     status = 503
     code = "chain_unavailable"
     title = "Chain unavailable"
+
+
+class PaymentRequired(VeilxError):
+    """The request needs money or an entitlement the buyer does not have."""
+
+    status = 402
+    code = "payment_required"
+    title = "Payment required"
+
+
+class PaymentUnavailable(VeilxError):
+    """The payment provider cannot be reached; the same request may be retried."""
+
+    status = 503
+    code = "payment_unavailable"
+    title = "Payment provider unavailable"

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -24,8 +25,10 @@ from sqlmodel import col, select
 
 from marketplace.db import Database
 from marketplace.models import Job, utcnow
+from marketplace.payments import CreditsProvider, PaymentProvider
 from marketplace.queue import JobQueue
 from marketplace.services.jobs import can_move
+from marketplace.services.trading import Billing, TradingConfig
 from mpc_engine.protocol import JobState, ReasonCode
 
 __all__ = ["SweepReport", "Sweeper", "run_worker", "sweep"]
@@ -71,17 +74,34 @@ class SweepReport:
     not_picked_up: int
     timed_out: int
     renotified: int
+    charges_voided: int = 0
+    entitlements_ended: int = 0
+    entitlements_finalized: int = 0
 
     def __str__(self) -> str:
         return (
             f"expired {self.not_approved} unapproved and {self.not_picked_up} "
             f"unclaimed jobs, timed out {self.timed_out}, re-notified "
-            f"{self.renotified} queued"
+            f"{self.renotified} queued; voided {self.charges_voided} charges, "
+            f"ended {self.entitlements_ended} and finalized "
+            f"{self.entitlements_finalized} entitlements"
         )
 
 
-def sweep(db: Database, queue: JobQueue, now: datetime | None = None) -> SweepReport:
-    """End jobs past their deadline and re-notify queued ones (idempotent)."""
+def sweep(
+    db: Database,
+    queue: JobQueue,
+    now: datetime | None = None,
+    *,
+    payments: Mapping[str, PaymentProvider] | None = None,
+    trading: TradingConfig | None = None,
+) -> SweepReport:
+    """End jobs past their deadline and re-notify queued ones (idempotent).
+
+    Then the money side: void the reservations of jobs that ended without a
+    release, end expired or used-up entitlements, and finalise ended ones with
+    their payment provider (which also reconciles one a crash left half done).
+    """
     now = now or utcnow()
     counts: dict[ReasonCode, int] = dict.fromkeys(ReasonCode, 0)
     with db.session() as session:
@@ -109,19 +129,44 @@ def sweep(db: Database, queue: JobQueue, now: datetime | None = None) -> SweepRe
         session.commit()
     for node_id, job_id in queued:
         queue.notify(node_id, job_id)
+    with db.session() as session:
+        billing = Billing(
+            session,
+            trading or TradingConfig(),
+            payments if payments is not None else {"credits": CreditsProvider()},
+        )
+        voided = billing.void_ended_jobs()
+        ended = billing.expire(now)
+        finalized = billing.finalize_due()
     report = SweepReport(
         not_approved=counts[ReasonCode.NOT_APPROVED_IN_TIME],
         not_picked_up=counts[ReasonCode.NOT_PICKED_UP],
         timed_out=counts[ReasonCode.TIMEOUT],
         renotified=len(queued),
+        charges_voided=voided,
+        entitlements_ended=ended,
+        entitlements_finalized=finalized,
     )
-    if report.not_approved or report.not_picked_up or report.timed_out:
+    if (
+        report.not_approved
+        or report.not_picked_up
+        or report.timed_out
+        or voided
+        or ended
+        or finalized
+    ):
         log.info("sweep: %s", report)
     return report
 
 
 def run_worker(
-    db: Database, queue: JobQueue, interval: float, stop: threading.Event
+    db: Database,
+    queue: JobQueue,
+    interval: float,
+    stop: threading.Event,
+    *,
+    payments: Mapping[str, PaymentProvider] | None = None,
+    trading: TradingConfig | None = None,
 ) -> None:
     """Sweep every ``interval`` seconds until ``stop`` is set.
 
@@ -130,7 +175,7 @@ def run_worker(
     """
     while not stop.is_set():
         try:
-            sweep(db, queue)
+            sweep(db, queue, payments=payments, trading=trading)
         except Exception:  # logged; the next sweep retries
             log.exception("job sweep failed; retrying in %.1f s", interval)
         stop.wait(interval)
@@ -139,11 +184,20 @@ def run_worker(
 class Sweeper:
     """:func:`run_worker` in a daemon thread (the embedded ``veilx serve``)."""
 
-    def __init__(self, db: Database, queue: JobQueue, interval: float) -> None:
+    def __init__(
+        self,
+        db: Database,
+        queue: JobQueue,
+        interval: float,
+        *,
+        payments: Mapping[str, PaymentProvider] | None = None,
+        trading: TradingConfig | None = None,
+    ) -> None:
         self._stop = threading.Event()
         self._thread = threading.Thread(
             target=run_worker,
             args=(db, queue, interval, self._stop),
+            kwargs={"payments": payments, "trading": trading},
             name="veilx-sweeper",
             daemon=True,
         )

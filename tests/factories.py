@@ -169,3 +169,52 @@ def assert_problem(response: Any, status: int, code: str) -> dict[str, Any]:
     assert isinstance(body["title"], str) and body["title"]
     assert isinstance(body["detail"], str) and body["detail"]
     return body
+
+
+def top_up(db: Database, org: Party, amount_minor: int, currency: str = "EUR") -> int:
+    """Record prepaid credits for ``org`` (what the operator's endpoint does)."""
+    from marketplace.models import CreditTopUp
+    from marketplace.services.trading import TradingConfig, TradingService
+
+    with db.session() as session:
+        return TradingService(session, TradingConfig(), {}).top_up(
+            org.org_id,
+            CreditTopUp(
+                amount_minor=amount_minor,
+                currency=currency,
+                reference=f"test-{secrets.token_hex(8)}",
+            ),
+        )
+
+
+def buy_entitlement(
+    client: Any,
+    db: Database,
+    buyer: Party,
+    dataset_id: str,
+    *,
+    queries: int = 50,
+    epsilon: float = 50.0,
+    credits_minor: int | None = None,
+) -> dict[str, Any]:
+    """Top the buyer up, quote ``queries`` computations and order them with credits.
+
+    Returns the order's JSON (its ``entitlement_id`` is what jobs are charged to).
+    """
+    r = client.post(
+        "/v1/quotes",
+        json={"dataset_id": dataset_id, "queries": queries, "epsilon": epsilon},
+        headers=buyer.headers,
+    )
+    assert r.status_code == 201, r.text
+    quote = r.json()
+    top_up(db, buyer, credits_minor or quote["amount_minor"], quote["currency"])
+    r = client.post(
+        "/v1/orders",
+        json={"quote_id": quote["id"]},
+        headers={**buyer.headers, "Idempotency-Key": secrets.token_hex(8)},
+    )
+    assert r.status_code == 201, r.text
+    order = dict(r.json())
+    assert order["status"] == "active", order
+    return order

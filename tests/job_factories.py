@@ -33,6 +33,7 @@ from mpc_engine.protocol import (
 )
 from tests.factories import (
     Party,
+    buy_entitlement,
     create_random_listed_dataset,
     create_random_org,
     dataset_body,
@@ -150,6 +151,7 @@ def create_served_dataset(
     r = attest(client, node, dataset)
     assert r.status_code == 201, r.text
     buyer = create_random_org(db, Role.BUYER)
+    buy_entitlement(client, db, buyer, str(dataset["id"]))
     return Served(provider, node, dataset, buyer)
 
 

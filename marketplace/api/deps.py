@@ -38,6 +38,8 @@ from marketplace.services.jobs import JobService
 from marketplace.services.ledger import LedgerQueries
 from marketplace.services.nodes import NodeService
 from marketplace.services.search import SearchService
+from marketplace.services.settlement import SettlementService
+from marketplace.services.trading import TradingConfig, TradingService
 
 __all__ = [
     "AccessRule",
@@ -49,6 +51,8 @@ __all__ = [
     "NodesDep",
     "SearchDep",
     "SessionDep",
+    "SettlementDep",
+    "TradingDep",
     "access_rule",
     "allow",
     "authorize",
@@ -133,6 +137,28 @@ async def get_ledger(request: Request, session: SessionDep) -> LedgerQueries:
 
 
 LedgerDep = Annotated[LedgerQueries, Depends(get_ledger)]
+
+
+async def get_trading(request: Request, session: SessionDep) -> TradingService:
+    """The trading service bound to this request's session."""
+    state = request.app.state
+    return TradingService(
+        session, TradingConfig.from_settings(state.settings), state.payments
+    )
+
+
+TradingDep = Annotated[TradingService, Depends(get_trading)]
+
+
+async def get_settlement(request: Request, session: SessionDep) -> SettlementService:
+    """The settlement service bound to this request's session."""
+    state = request.app.state
+    return SettlementService(
+        session, TradingConfig.from_settings(state.settings), state.payments
+    )
+
+
+SettlementDep = Annotated[SettlementService, Depends(get_settlement)]
 
 
 def authorize(

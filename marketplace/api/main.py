@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
@@ -25,11 +25,13 @@ from marketplace.api.routes import (
     ledger,
     nodes,
     organisations,
+    trading,
 )
 from marketplace.chain import LazyChain
 from marketplace.config import Settings, get_settings
 from marketplace.db import Database
 from marketplace.kv import KeyValueStore, open_store
+from marketplace.payments import PaymentProvider, make_providers
 from marketplace.queue import JobQueue, open_queue
 from marketplace.services.facets import FacetIndex
 from marketplace.services.identity import _CallerCache
@@ -59,6 +61,7 @@ def create_app(
     sweep_interval: float | None = None,
     chain: LazyChain | None = None,
     relay_interval: float | None = None,
+    payments: Mapping[str, PaymentProvider] | None = None,
 ) -> FastAPI:
     """Build the exchange API.
 
@@ -82,18 +85,25 @@ def create_app(
     relay_interval
         Run the ledger outbox relay in a daemon thread every this many seconds;
         ``None`` leaves it to ``veilx worker``.
+    payments
+        The payment providers by name; built from the settings if omitted.
     """
     settings = settings or get_settings()
     db = db or Database.from_url(settings.effective_database_url)
     kv = kv or open_store(settings.redis_url, namespace=settings.redis_namespace)
     queue = queue or open_queue(settings.redis_url, namespace=settings.redis_namespace)
     chain = chain or LazyChain(settings)
+    payments = payments if payments is not None else make_providers(settings)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if migrate:
             db.upgrade()
-        sweeper = Sweeper(db, queue, sweep_interval) if sweep_interval else None
+        sweeper = (
+            Sweeper(db, queue, sweep_interval, payments=payments)
+            if sweep_interval
+            else None
+        )
         if sweeper is not None:
             sweeper.start()
         relay = (
@@ -127,6 +137,7 @@ def create_app(
     app.state.kv = kv
     app.state.queue = queue
     app.state.chain = chain
+    app.state.payments = payments
     app.state.caller_cache = _CallerCache()
     app.state.search_cache = SearchCache()
     app.state.facet_index = FacetIndex()
@@ -141,6 +152,7 @@ def create_app(
         jobs,
         blobs,
         ledger,
+        trading,
     ):
         app.include_router(module.router)
     # Outermost last: request id → rate limit → idempotency → routes.

@@ -60,6 +60,12 @@ class JobSubmission(JobCreate):
     as before.
     """
 
+    entitlement_id: uuid.UUID | None = Field(
+        default=None,
+        description="The entitlement to charge; by default the buyer's active one on "
+        "the dataset that expires first. Free datasets need none.",
+    )
+
     @model_validator(mode="before")
     @classmethod
     def _located(cls, data: Any) -> Any:

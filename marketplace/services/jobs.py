@@ -82,6 +82,7 @@ from marketplace.services.catalog import CatalogService
 from marketplace.services.identity import Caller
 from marketplace.services.ledger import LedgerRecorder
 from marketplace.services.nodes import NodeService
+from marketplace.services.trading import Billing, TradingConfig
 from mpc_engine import protocol
 from mpc_engine.policy import RightsPolicy
 from mpc_engine.protocol import (
@@ -224,6 +225,13 @@ class JobService:
             self.session.add(
                 JobBlob(job_id=job.id, role="input", name=name, sha256=sha)
             )
+        try:
+            self._billing().reserve(
+                job, ds, version, getattr(data, "entitlement_id", None)
+            )
+        except Exception:
+            self.session.rollback()
+            raise
         self.session.commit()
         if state is S.QUEUED:
             self.queue.notify(job.node_id, job.id)
@@ -508,11 +516,17 @@ class JobService:
             ds = self.session.get(Dataset, job.dataset_id)
             if ds is None:  # a job's dataset is a foreign key
                 raise NotFound(f"dataset {job.dataset_id} not found")
+            amount, fee = self._billing().capture(job, ds, result.receipt)
             LedgerRecorder(self.session).record_release(
-                job, ds, result.receipt, fee_bps=self.fee_bps
+                job, ds, result.receipt, amount_minor=amount, fee_minor=fee
             )
+        else:
+            self._billing().void(job.id, f"job {target.value}")
         self.session.commit()
         return self._public(self._reload(job))
+
+    def _billing(self) -> Billing:
+        return Billing(self.session, TradingConfig(fee_bps=self.fee_bps), {})
 
     def _repeat(self, job: Job, digest: str) -> JobPublic:
         """Answer a result posted to a finished job."""

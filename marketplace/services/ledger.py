@@ -212,21 +212,27 @@ class LedgerRecorder:
         )
 
     def record_release(
-        self, job: Job, ds: Dataset, signed: SignedReceipt, *, fee_bps: int
+        self,
+        job: Job,
+        ds: Dataset,
+        signed: SignedReceipt,
+        *,
+        amount_minor: int,
+        fee_minor: int,
     ) -> Trade:
         """Owe the chain a released computation: its trade and its receipt leaf.
 
-        The trade is priced at the listing's reference price, with the exchange's
-        fee (:func:`pricing.fee_bps`, rounded down) inside it.
+        The trade is what the job was charged (its capture), with the exchange's
+        fee inside it; a free job is a trade of zero.
         """
-        amount = ds.reference_price_minor
+        amount = amount_minor
         trade = Trade(
             job_id=job.id,
             dataset_id=ds.id,
             buyer_id=job.buyer_id,
             buyer_address=org_address(job.buyer_id),
             amount_minor=amount,
-            fee_minor=pricing.fee_bps(amount, fee_bps),
+            fee_minor=fee_minor,
             currency=ds.currency,
             trade_hash="",
             created_at=utcnow(),

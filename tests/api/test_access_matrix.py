@@ -112,6 +112,25 @@ EXPECTED: dict[str, Rule] = {
     "get_ledger_status": (frozenset({OPS, REG}), "admitted"),
     "verify_ledger": (frozenset({OPS, REG}), "admitted"),
     "ledger_rpc": ("any", "admitted"),
+    # trading
+    "create_quote": (frozenset({BUY}), "admitted"),
+    "create_quote_menu": (frozenset({BUY}), "admitted"),
+    "create_order": (frozenset({BUY}), "admitted"),
+    "get_order": ("any", "admitted"),
+    "list_entitlements": ("any", "admitted"),
+    "get_entitlement": ("any", "admitted"),
+    "list_entitlement_charges": ("any", "admitted"),
+    "revoke_entitlement": (frozenset({PRO, OPS}), "admitted"),
+    "close_entitlement": (frozenset({BUY}), "admitted"),
+    "top_up_credits": (frozenset({OPS}), "admitted"),
+    "list_balances": ("any", "admitted"),
+    "set_payout_account": (frozenset({OPS}), "admitted"),
+    "stripe_webhook": "public",
+    "run_settlement": (frozenset({OPS}), "admitted"),
+    "list_settlements": (frozenset({OPS, REG}), "admitted"),
+    "get_settlement": (frozenset({OPS, REG}), "admitted"),
+    "get_statement": ("any", "admitted"),
+    "check_journal": (frozenset({OPS, REG}), "admitted"),
 }
 
 PROTECTED = sorted(op for op, rule in EXPECTED.items() if rule != "public")
@@ -245,6 +264,38 @@ CALLS: dict[str, Call] = {
     "ledger_rpc": Call(
         {}, lambda: {"jsonrpc": "2.0", "id": 1, "method": "eth_chainId", "params": []}
     ),
+    "create_quote": Call({}, body_for=lambda ctx: {"dataset_id": ctx.listed_id}),
+    "create_quote_menu": Call(
+        {}, body_for=lambda ctx: {"dataset_id": ctx.listed_id, "sensitivity": 1.0}
+    ),
+    # An unknown quote: 404 once access is granted.
+    "create_order": Call({}, lambda: {"quote_id": str(uuid.uuid4())}),
+    "get_order": Call({"order_id": _random}),
+    "list_entitlements": Call({}),
+    "get_entitlement": Call({"entitlement_id": _random}),
+    "list_entitlement_charges": Call({"entitlement_id": _random}),
+    "revoke_entitlement": Call(
+        {"entitlement_id": _random}, lambda: {"reason": "terms breached"}
+    ),
+    "close_entitlement": Call({"entitlement_id": _random}),
+    "top_up_credits": Call(
+        {"organisation_id": _own_org},
+        lambda: {"amount_minor": 100, "reference": secrets.token_hex(8)},
+    ),
+    "list_balances": Call({}),
+    # Stripe is not configured in these tests: 422 once access is granted.
+    "set_payout_account": Call({"organisation_id": _own_org}),
+    "run_settlement": Call(
+        {},
+        lambda: {
+            "period_start": f"2001-01-01T00:00:{secrets.randbelow(60):02d}Z",
+            "period_end": f"2001-01-02T00:{secrets.randbelow(60):02d}:00Z",
+        },
+    ),
+    "list_settlements": Call({}),
+    "get_settlement": Call({"settlement_id": _random}),
+    "get_statement": Call({"settlement_id": _random, "payee_id": _random}),
+    "check_journal": Call({}),
 }
 
 

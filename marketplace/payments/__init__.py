@@ -1,0 +1,54 @@
+"""Payment providers behind one interface: ``credits`` (default) and ``stripe``.
+
+:class:`PaymentProvider` is what the trading service needs from a way of
+paying; :func:`make_providers` builds the configured ones.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from marketplace.payments._base import (
+    Authorization,
+    AuthorizationStatus,
+    Capture,
+    PaymentDeclined,
+    PaymentError,
+    PaymentProvider,
+    PaymentUnavailable,
+    Refund,
+    Transfer,
+)
+from marketplace.payments.credits import CreditsProvider
+
+if TYPE_CHECKING:
+    from marketplace.config import Settings
+
+__all__ = [
+    "Authorization",
+    "AuthorizationStatus",
+    "Capture",
+    "CreditsProvider",
+    "PaymentDeclined",
+    "PaymentError",
+    "PaymentProvider",
+    "PaymentUnavailable",
+    "Refund",
+    "Transfer",
+    "make_providers",
+]
+
+
+def make_providers(settings: Settings) -> dict[str, PaymentProvider]:
+    """The providers ``settings`` configure: credits always, Stripe with a key."""
+    providers: dict[str, PaymentProvider] = {"credits": CreditsProvider()}
+    if settings.stripe_api_key is not None:
+        from marketplace.payments.stripe_provider import StripeProvider
+
+        secret = settings.stripe_webhook_secret
+        providers["stripe"] = StripeProvider(
+            settings.stripe_api_key.get_secret_value(),
+            webhook_secret=secret.get_secret_value() if secret else "",
+            api_base=settings.stripe_api_base,
+        )
+    return providers
