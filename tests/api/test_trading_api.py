@@ -125,7 +125,7 @@ def _run_job(
     return dict(r.json())
 
 
-# -- quotes --------------------------------------------------------------------------
+# -- quotes ----------------------------------------------------------------------------
 
 
 def test_a_quote_prices_the_terms(client: TestClient, db: Database) -> None:
@@ -206,7 +206,7 @@ def test_the_dp_menu_trades_error_for_price(client: TestClient, db: Database) ->
     )
 
 
-# -- orders ------------------------------------------------------------------------
+# -- orders ----------------------------------------------------------------------------
 
 
 def test_an_order_holds_credits_and_grants_an_entitlement(
@@ -303,7 +303,7 @@ def test_an_expired_quote_cannot_be_ordered(client: TestClient, db: Database) ->
     assert_problem(_order(client, other, quote["id"]), 404, "not_found")
 
 
-# -- jobs against entitlements ----------------------------------------------------------
+# -- jobs against entitlements ---------------------------------------------------------
 
 
 def test_jobs_are_charged_only_when_released(client: TestClient, db: Database) -> None:
@@ -393,19 +393,10 @@ def test_the_epsilon_budget_bounds_dp_jobs(client: TestClient, db: Database) -> 
     assert "ε=0.3" in body["detail"] and "ε=0.2" in body["detail"]
 
 
-def test_concurrent_jobs_never_overdraw(db: Database) -> None:
-    """Eight buyers' requests at once against a quota of three: three win."""
-    from fastapi.testclient import TestClient as _TC
-
-    from marketplace.api import create_app
-    from tests.conftest import make_settings
-
-    settings = make_settings(
-        __import__("pathlib").Path(__import__("tempfile").mkdtemp())
-    )
-    with _TC(create_app(settings, db=db)) as client:
-        served = _served(client, db)
-        buy_entitlement(client, db, served.buyer, served.dataset_id, queries=3)
+def test_concurrent_jobs_never_overdraw(client: TestClient, db: Database) -> None:
+    """Eight of the buyer's requests at once against a quota of three: three win."""
+    served = _served(client, db)
+    buy_entitlement(client, db, served.buyer, served.dataset_id, queries=3)
     with db.session() as session:
         caller = IdentityService(session).authenticate(served.buyer.key)
 
@@ -439,7 +430,7 @@ def test_concurrent_jobs_never_overdraw(db: Database) -> None:
         )
 
 
-# -- the end of an entitlement --------------------------------------------------------
+# -- the end of an entitlement ---------------------------------------------------------
 
 
 def test_revocation_needs_the_provider_or_operator(
@@ -525,7 +516,7 @@ def test_the_sweep_voids_timed_out_jobs(client: TestClient, db: Database) -> Non
     assert ent["amount_captured_minor"] == 0
 
 
-# -- settlement ----------------------------------------------------------------------
+# -- settlement ------------------------------------------------------------------------
 
 
 def test_settlement_pays_providers_and_issues_statements(

@@ -37,7 +37,10 @@ def _top_up(journal: Journal, org: uuid.UUID, amount: int, ref: str) -> None:
     journal.post(
         ref,
         "top_up",
-        [(cash_account("credits", "EUR"), amount), (funds_account(org, "EUR"), -amount)],
+        [
+            (cash_account("credits", "EUR"), amount),
+            (funds_account(org, "EUR"), -amount),
+        ],
     )
 
 
@@ -111,9 +114,12 @@ def test_no_account_goes_negative(db: Database) -> None:
         assert caught.value.balance == 300 and caught.value.needed == 301
         session.rollback()
         assert journal.balance(funds_account(org, "EUR")) == 300
-        assert session.exec(
-            select(JournalEntry).where(JournalEntry.reference == f"hold-{ent}")
-        ).all() == []
+        assert (
+            session.exec(
+                select(JournalEntry).where(JournalEntry.reference == f"hold-{ent}")
+            ).all()
+            == []
+        )
 
 
 def test_concurrent_spending_never_overdraws(db: Database) -> None:
@@ -237,4 +243,6 @@ def test_random_movements_keep_every_invariant(
         found = check_journal(session)
         assert found.ok, found
         assert paid_out <= payable_in
-        assert journal.balance(payable_account(provider, "EUR")) == payable_in - paid_out
+        assert (
+            journal.balance(payable_account(provider, "EUR")) == payable_in - paid_out
+        )

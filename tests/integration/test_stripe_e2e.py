@@ -1,0 +1,244 @@
+"""Card payments end to end: the exchange's API server and the official Stripe SDK
+against the project's Stripe-compatible test server, on both engines.
+
+The exchange runs under uvicorn on 127.0.0.1 with ``VEILX_STRIPE_*`` pointing at
+the test server, which delivers signed webhooks to it. A buyer pays by card
+(authorised, manual capture), runs jobs that are charged only when released,
+confirms a second card through 3-D Secure (the order completes by webhook, with
+events delivered twice and out of order), has a third declined; the entitlement
+is closed (one partial capture of the metered amount plus the card surcharge);
+the operator opens the provider's connected account and settles the period (a
+transfer in the run's transfer group for the provider's net); the journal
+balances throughout.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from pydantic import SecretStr
+
+from marketplace.db import Database
+from marketplace.demo import DemoServer
+from marketplace.models import Role
+from pricing import breakdown
+from tests.conftest import make_settings
+from tests.factories import Party, create_random_listed_dataset, create_random_org
+from tests.job_factories import (
+    Served,
+    aggregate_job,
+    attest,
+    create_random_node,
+    policy_with,
+    success,
+)
+from tests.stripe_server import StripeTestServer
+
+pytestmark = pytest.mark.integration
+
+PRICE = 2500
+FEE_BPS = 1000
+
+
+@pytest.fixture
+def stripe_server() -> Iterator[StripeTestServer]:
+    with StripeTestServer() as server:
+        yield server
+
+
+@pytest.fixture
+def exchange(
+    db: Database, tmp_path: Path, stripe_server: StripeTestServer
+) -> Iterator[tuple[httpx.Client, Database]]:
+    settings = make_settings(
+        tmp_path,
+        database_url=db.engine.url.render_as_string(hide_password=False),
+        stripe_api_key=SecretStr(stripe_server.api_key),
+        stripe_webhook_secret=SecretStr(stripe_server.webhook_secret),
+        stripe_api_base=stripe_server.url,
+    )
+    with DemoServer(settings) as server:
+        stripe_server.webhook_url = f"{server.url}/v1/webhooks/stripe"
+        with httpx.Client(base_url=server.url, timeout=60) as client:
+            yield client, db
+
+
+def _served(client: httpx.Client, db: Database) -> Served:
+    provider = create_random_org(db, Role.PROVIDER)
+    dataset = create_random_listed_dataset(client, provider, policy=policy_with())
+    node = create_random_node(client, provider)  # type: ignore[arg-type]
+    assert attest(client, node, dataset).status_code == 201  # type: ignore[arg-type]
+    return Served(provider, node, dataset, create_random_org(db, Role.BUYER))
+
+
+def _card_order(
+    client: httpx.Client, buyer: Party, dataset_id: str, card: str, queries: int = 3
+) -> httpx.Response:
+    r = client.post(
+        "/v1/quotes",
+        json={"dataset_id": dataset_id, "queries": queries, "payment_method": "stripe"},
+        headers=buyer.headers,
+    )
+    assert r.status_code == 201, r.text
+    return client.post(
+        "/v1/orders",
+        json={"quote_id": r.json()["id"], "payment_method_token": card},
+        headers={**buyer.headers, "Idempotency-Key": uuid.uuid4().hex},
+    )
+
+
+def _released_job(client: httpx.Client, served: Served) -> dict[str, Any]:
+    r = client.post(
+        "/v1/jobs", json=aggregate_job(served.dataset_id), headers=served.buyer.headers
+    )
+    assert r.status_code == 201, r.text
+    job = r.json()
+    h = served.node.headers
+    r = client.get(f"/v1/nodes/{served.node.id}/jobs/next", headers=h)
+    assert r.json()["job_id"] == job["id"], r.text
+    assert client.post(f"/v1/jobs/{job['id']}/start", headers=h).status_code == 200
+    r = client.post(
+        f"/v1/jobs/{job['id']}/result", json=success(job, served), headers=h
+    )
+    assert r.status_code == 200, r.text
+    return dict(r.json())
+
+
+def _pi(stripe_server: StripeTestServer, order_id: str) -> dict[str, Any]:
+    (pi,) = [
+        p
+        for p in stripe_server.objects("payment_intent")
+        if p["metadata"].get("order_id") == order_id
+    ]
+    return pi
+
+
+def test_card_payments_end_to_end(
+    exchange: tuple[httpx.Client, Database], stripe_server: StripeTestServer
+) -> None:
+    client, db = exchange
+    operator = create_random_org(db, Role.OPERATOR)
+    start_at = datetime.now(UTC) - timedelta(seconds=1)
+    served = _served(client, db)
+
+    # 1. A card authorised at once: the whole quote is held, nothing captured.
+    r = _card_order(client, served.buyer, served.dataset_id, "pm_card_visa")
+    assert r.status_code == 201, r.text
+    order = r.json()
+    assert order["status"] == "active" and order["payment_method"] == "stripe"
+    gross = 3 * PRICE
+    surcharge = breakdown(
+        gross, fee_bps=FEE_BPS, surcharge=_card_surcharge()
+    ).surcharge_minor
+    assert order["amount_minor"] == gross + surcharge
+    pi = _pi(stripe_server, order["id"])
+    assert pi["status"] == "requires_capture"
+    assert pi["amount_capturable"] == gross + surcharge
+    assert pi["capture_method"] == "manual"
+
+    # 2. Two released jobs and one failed: two charged, Stripe untouched so far.
+    _released_job(client, served)
+    _released_job(client, served)
+    ent_id = order["entitlement_id"]
+    ent = client.get(f"/v1/entitlements/{ent_id}", headers=served.buyer.headers).json()
+    assert ent["amount_captured_minor"] == 2 * PRICE
+    assert _pi(stripe_server, order["id"])["status"] == "requires_capture"
+
+    # 3. Closing captures once: the metered amount plus its card surcharge.
+    r = client.post(f"/v1/entitlements/{ent_id}/close", headers=served.buyer.headers)
+    assert r.status_code == 200, r.text
+    assert r.json()["finalized_at"] is not None
+    pi = _pi(stripe_server, order["id"])
+    due = (
+        2 * PRICE
+        + breakdown(
+            2 * PRICE, fee_bps=FEE_BPS, surcharge=_card_surcharge()
+        ).surcharge_minor
+    )
+    assert pi["status"] == "succeeded" and pi["amount_received"] == due
+    assert pi["amount_capturable"] == 0  # the rest of the hold released
+
+    # 4. A declined card: 402, the order failed, nothing held.
+    r = _card_order(client, served.buyer, served.dataset_id, "pm_card_chargeDeclined")
+    assert r.status_code == 402, r.text
+    assert r.json()["code"] == "payment_declined"
+
+    # 5. 3-D Secure: requires_action, then the webhook completes the order —
+    #    its events delivered twice each and shuffled.
+    stripe_server.delivery = "manual"
+    r = _card_order(
+        client, served.buyer, served.dataset_id, "pm_card_authenticationRequired"
+    )
+    assert r.status_code == 201, r.text
+    pending = r.json()
+    assert pending["status"] == "requires_action" and pending["client_secret"]
+    assert pending["entitlement_id"] is None
+    stripe_server.complete_action(_pi(stripe_server, pending["id"])["id"], True)
+    deliveries = stripe_server.deliver(shuffle=True, duplicate=True, seed=3)
+    assert deliveries and all(d.ok for d in deliveries), deliveries
+    r = client.get(f"/v1/orders/{pending['id']}", headers=served.buyer.headers)
+    assert r.json()["status"] == "active", r.text
+    assert r.json()["entitlement_id"]
+    stripe_server.delivery = "immediate"
+
+    # A forged webhook is refused; a replayed one changes nothing.
+    event = stripe_server.events[-1]
+    payload = json.dumps(event).encode()
+    r = client.post(
+        "/v1/webhooks/stripe",
+        content=payload,
+        headers={"Stripe-Signature": stripe_server.sign(payload, secret="whsec_x")},
+    )
+    assert r.status_code == 422 and r.json()["code"] == "validation_failed", r.text
+    r = client.post(
+        "/v1/webhooks/stripe",
+        content=payload,
+        headers={"Stripe-Signature": stripe_server.sign(payload)},
+    )
+    assert r.status_code == 200 and r.json() == {"result": "duplicate"}, r.text
+
+    # 6. Settlement: a transfer of the provider's net to its connected account.
+    r = client.put(
+        f"/v1/organisations/{served.provider.org_id}/payout-account",
+        headers=operator.headers,
+    )
+    assert r.status_code == 200, r.text
+    account = r.json()["stripe_account_id"]
+    stripe_server.complete_onboarding(account)
+    r = client.post(
+        "/v1/settlements",
+        json={
+            "period_start": start_at.isoformat(),
+            "period_end": datetime.now(UTC).isoformat(),
+        },
+        headers=operator.headers,
+    )
+    assert r.status_code == 201, r.text
+    run = r.json()
+    (payout,) = run["payouts"]
+    net = 2 * (PRICE - PRICE * FEE_BPS // 10_000)
+    assert payout["method"] == "stripe" and payout["status"] == "paid", run
+    assert payout["amount_minor"] == net
+    (transfer,) = stripe_server.objects("transfer")
+    assert transfer["id"] == payout["reference"]
+    assert transfer["destination"] == account
+    assert transfer["amount"] == net
+    assert transfer["transfer_group"] == f"settlement_{run['id']}"
+    # The platform keeps the fees and surcharge: what was captured less the transfer.
+    assert stripe_server.balance("eur") == due - net
+
+    r = client.get("/v1/journal/check", headers=operator.headers)
+    assert r.json()["ok"] is True, r.text
+
+
+def _card_surcharge() -> Any:
+    from marketplace.services.trading import TradingConfig
+
+    return TradingConfig().card_surcharge
