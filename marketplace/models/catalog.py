@@ -32,6 +32,8 @@ __all__ = [
     "DatasetVersionCreate",
     "DatasetVersionPublic",
     "ProviderRef",
+    "RevenueShare",
+    "RevenueSharePublic",
     "Theme",
     "UpdateFrequency",
 ]
@@ -165,12 +167,44 @@ class DatasetMetadata(SQLModel):
         return self
 
 
+class RevenueShare(SQLModel):
+    """A co-owner's share of a dataset's revenue, in basis points."""
+
+    model_config = SQLModelConfig(extra="forbid")
+
+    organisation_id: uuid.UUID
+    bps: int = Field(ge=1, le=9_999)
+
+
+class RevenueSharePublic(SQLModel):
+    """A payee's share of a dataset's revenue, in basis points."""
+
+    organisation_id: uuid.UUID
+    bps: int
+
+
 class DatasetCreate(DatasetMetadata):
     """A new dataset (created as a draft)."""
 
     columns: list[ColumnSpec] = Field(min_length=1, max_length=500)
     policy: RightsPolicy
     pricing_plan: PricingPlan
+    co_owners: list[RevenueShare] = Field(
+        default_factory=list,
+        max_length=19,
+        description="Other organisations paid a share of each trade; the provider "
+        "keeps the rest (and any rounding remainder). Fixed once created.",
+    )
+
+    @field_validator("co_owners")
+    @classmethod
+    def _shares_fit(cls, value: list[RevenueShare]) -> list[RevenueShare]:
+        ids = [s.organisation_id for s in value]
+        if len(set(ids)) != len(ids):
+            raise ValueError("an organisation is named twice")
+        if sum(s.bps for s in value) >= 10_000:
+            raise ValueError("the co-owners' bps must leave the provider a share")
+        return value
 
     @field_validator("columns")
     @classmethod
@@ -228,6 +262,11 @@ class Dataset(SQLModel, table=True):
     pricing_plan: dict[str, Any] = Field(sa_column=Column(JSONType, nullable=False))
     reference_price_minor: int = Field(sa_column=Column(BigInteger, nullable=False))
     currency: str = Field(max_length=3)
+    revenue_shares: list[dict[str, Any]] = Field(
+        default_factory=list,
+        sa_column=Column(JSONType, nullable=False, server_default="[]"),
+        description="Co-owners (organisation_id, bps); the provider has the rest.",
+    )
     status: str = Field(
         default=DatasetStatus.DRAFT.value, sa_column=Column(String(16), nullable=False)
     )
@@ -315,6 +354,11 @@ class DatasetPublic(DatasetMetadata):
     pricing_plan: PricingPlan
     reference_price_minor: int
     currency: str
+    revenue_shares: list[RevenueSharePublic] = Field(
+        default_factory=list,
+        description="Who is paid what of each trade: the provider first (with the "
+        "rounding remainder), then its co-owners.",
+    )
     status: DatasetStatus
     status_reason: str | None
     live_version: DatasetVersionPublic | None

@@ -48,7 +48,7 @@ from marketplace.models import (
     utcnow,
 )
 from marketplace.services.identity import Caller
-from marketplace.services.ledger import LedgerRecorder
+from marketplace.services.ledger import LedgerRecorder, dataset_shares
 from marketplace.services.nodes import latest_attestations
 from mpc_engine.policy import ColumnInfo, RightsPolicy, check_against_schema
 from pricing import PRICING_PLAN_ADAPTER, AnyPlan, reference_price_minor
@@ -206,6 +206,16 @@ class CatalogService:
     def create(self, caller: Caller, data: DatasetCreate) -> DatasetPublic:
         """Create a draft dataset for the caller's organisation."""
         self._check_policy(data.policy, data.columns)
+        for i, share in enumerate(data.co_owners):
+            if share.organisation_id == caller.organisation_id:
+                raise ValidationFailed.for_field(
+                    f"co_owners.{i}.organisation_id",
+                    "the provider itself keeps the remainder; do not list it",
+                )
+            if self.session.get(Organisation, share.organisation_id) is None:
+                raise ValidationFailed.for_field(
+                    f"co_owners.{i}.organisation_id", "no such organisation"
+                )
         plan: AnyPlan = data.pricing_plan
         ds = Dataset(
             organisation_id=caller.organisation_id,
@@ -227,6 +237,7 @@ class CatalogService:
             pricing_plan=plan.model_dump(mode="json"),
             reference_price_minor=reference_price_minor(plan),
             currency=plan.currency,
+            revenue_shares=[s.model_dump(mode="json") for s in data.co_owners],
         )
         self.session.add(ds)
         self.session.commit()
@@ -589,6 +600,10 @@ class CatalogService:
                 "pricing_plan": ds.pricing_plan,
                 "reference_price_minor": ds.reference_price_minor,
                 "currency": ds.currency,
+                "revenue_shares": [
+                    {"organisation_id": org_id, "bps": bps}
+                    for org_id, bps in dataset_shares(ds)
+                ],
                 "status": ds.status,
                 "status_reason": ds.status_reason,
                 "live_version": (

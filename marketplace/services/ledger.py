@@ -65,6 +65,7 @@ __all__ = [
     "LedgerRecorder",
     "ReceiptInclusion",
     "asset_shares",
+    "dataset_shares",
     "metadata_hash",
     "org_address",
     "receipt_inclusion",
@@ -109,9 +110,21 @@ def metadata_hash(ds: Dataset, version: DatasetVersion | None) -> str:
     return hashlib.sha256(canonical_json(record)).hexdigest()
 
 
-def asset_shares(owner_address: str) -> list[dict[str, Any]]:
-    """The revenue shares of an asset: all of it to its owner (co-owners: later)."""
-    return [{"payee": owner_address, "bps": pricing.TOTAL_BPS}]
+def dataset_shares(ds: Dataset) -> list[tuple[uuid.UUID, int]]:
+    """Who earns a dataset's revenue, in basis points, provider first.
+
+    The provider has the rest of 10,000 and, as the Settlement contract pays the
+    first payee, any rounding remainder; its co-owners follow.
+    """
+    co = [
+        (uuid.UUID(str(s["organisation_id"])), int(s["bps"])) for s in ds.revenue_shares
+    ]
+    return [(ds.organisation_id, pricing.TOTAL_BPS - sum(b for _, b in co)), *co]
+
+
+def asset_shares(ds: Dataset) -> list[dict[str, Any]]:
+    """The revenue shares of a dataset's token: payee record addresses and bps."""
+    return [{"payee": org_address(org), "bps": bps} for org, bps in dataset_shares(ds)]
 
 
 def trade_record(trade: Trade) -> dict[str, Any]:
@@ -176,7 +189,7 @@ class LedgerRecorder:
                 metadata_hash=meta,
                 policy_hash=ds.policy_hash,
                 version=1,
-                shares=asset_shares(owner),
+                shares=asset_shares(ds),
                 updated_at=now,
             )
             self.session.add(asset)

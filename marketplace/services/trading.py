@@ -106,6 +106,7 @@ from marketplace.services.journal import (
     payable_account,
     surcharges_account,
 )
+from marketplace.services.ledger import dataset_shares
 from mpc_engine.protocol import JobKind, SignedReceipt, parse_params
 
 __all__ = [
@@ -113,7 +114,6 @@ __all__ = [
     "Meter",
     "TradingConfig",
     "TradingService",
-    "dataset_shares",
     "meter_job",
     "planned_loss",
 ]
@@ -187,13 +187,6 @@ def planned_loss(kind: JobKind, params: Mapping[str, Any]) -> tuple[int, float]:
     if dp is None:
         return 0, 0.0
     return pricing.epsilon_to_micro(float(dp.epsilon)), float(dp.delta)
-
-
-def dataset_shares(ds: Dataset) -> list[tuple[uuid.UUID, int]]:
-    """Who earns a dataset's revenue, in basis points: its co-owners, or its owner."""
-    listed = getattr(ds, "revenue_shares", None) or []
-    shares = [(uuid.UUID(str(s["organisation_id"])), int(s["bps"])) for s in listed]
-    return shares or [(ds.organisation_id, pricing.TOTAL_BPS)]
 
 
 def _plan(raw: Mapping[str, Any]) -> pricing.AnyPlan:

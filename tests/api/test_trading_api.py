@@ -40,6 +40,7 @@ from tests.factories import (
     buy_entitlement,
     create_random_listed_dataset,
     create_random_org,
+    dataset_body,
     top_up,
 )
 from tests.job_factories import (
@@ -610,3 +611,65 @@ def test_top_up_is_for_the_operator_and_exactly_once(
     r = client.post(url, json={**body, "amount_minor": 0}, headers=operator.headers)
     assert r.status_code == 422
     assert _balance(client, buyer, "buyer_funds") == 5000
+
+
+def test_co_owners_are_paid_their_share(client: TestClient, db: Database) -> None:
+    operator = create_random_org(db, Role.OPERATOR)
+    provider = create_random_org(db, Role.PROVIDER)
+    partner = create_random_org(db, Role.PROVIDER)
+    start_at = datetime.now(UTC) - timedelta(seconds=1)
+    r = client.post(
+        "/v1/datasets",
+        json=dataset_body(
+            co_owners=[{"organisation_id": str(provider.org_id), "bps": 100}]
+        ),
+        headers=provider.headers,
+    )
+    assert r.status_code == 422, r.text
+    assert r.json()["errors"][0]["field"] == "co_owners.0.organisation_id"
+    r = client.post(
+        "/v1/datasets",
+        json=dataset_body(
+            co_owners=[{"organisation_id": str(partner.org_id), "bps": 10_000}]
+        ),
+        headers=provider.headers,
+    )
+    assert r.status_code == 422, r.text
+    dataset = create_random_listed_dataset(
+        client,
+        provider,
+        policy=policy_with(),
+        co_owners=[{"organisation_id": str(partner.org_id), "bps": 3_333}],
+    )
+    assert dataset["revenue_shares"] == [
+        {"organisation_id": str(provider.org_id), "bps": 6_667},
+        {"organisation_id": str(partner.org_id), "bps": 3_333},
+    ]
+    node = create_random_node(client, provider)
+    assert attest(client, node, dataset).status_code == 201
+    served = Served(provider, node, dataset, create_random_org(db, Role.BUYER))
+    buy_entitlement(client, db, served.buyer, served.dataset_id, queries=2)
+    _run_job(client, served)
+    net = PRICE - PRICE // 10  # 2,250
+    partner_part = net * 3_333 // 10_000  # 749 (floored, as the contract does)
+    assert _balance(client, partner, "payable") == partner_part
+    assert _balance(client, provider, "payable") == net - partner_part
+    r = client.post(
+        "/v1/settlements",
+        json={
+            "period_start": start_at.isoformat(),
+            "period_end": datetime.now(UTC).isoformat(),
+        },
+        headers=operator.headers,
+    )
+    assert r.status_code == 201, r.text
+    paid = {p["payee_id"]: p["amount_minor"] for p in r.json()["payouts"]}
+    assert paid == {
+        str(provider.org_id): net - partner_part,
+        str(partner.org_id): partner_part,
+    }
+    url = f"/v1/settlements/{r.json()['id']}/statements/{partner.org_id}"
+    statement = client.get(url, headers=partner.headers).json()
+    assert [line["share_bps"] for line in statement["lines"]] == [3_333]
+    assert statement["payout_minor"] == partner_part
+    _journal_ok(db)
