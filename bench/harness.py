@@ -165,6 +165,12 @@ REGISTRY: Final[tuple[Benchmark, ...]] = (
         "trades the outbox relay batches (and relays on chain) per second, "
         "SQLite and PostgreSQL, vs ERC-20 transfers/s",
     ),
+    Benchmark(
+        "trading",
+        ("trading.quotes_per_s", "trading.orders_per_s"),
+        "DP quote menus vs a bare call; quote + order with the journal on "
+        "PostgreSQL vs a bare insert",
+    ),
 )
 
 

@@ -607,12 +607,18 @@ class TradingService:
             ttl = timedelta(days=_PERIOD_DAYS[plan.period] * int(terms["periods"]))
         if order.payment_method == "stripe":
             ttl = min(ttl, timedelta(days=CARD_HOLD_DAYS))
+        snapshot = dict(quote.plan)
+        if isinstance(plan, pricing.Subscription):
+            # The entitlement's quota covers all the periods bought.
+            snapshot["queries_per_period"] = plan.queries_per_period * int(
+                terms["periods"]
+            )
         ent = Entitlement(
             order_id=order.id,
             buyer_id=order.buyer_id,
             dataset_id=order.dataset_id,
             provider_id=quote.provider_id,
-            plan=quote.plan,
+            plan=snapshot,
             currency=quote.currency,
             payment_method=order.payment_method,
             fee_bps=quote.fee_bps,

@@ -673,3 +673,42 @@ def test_co_owners_are_paid_their_share(client: TestClient, db: Database) -> Non
     assert [line["share_bps"] for line in statement["lines"]] == [3_333]
     assert statement["payout_minor"] == partner_part
     _journal_ok(db)
+
+
+def test_a_subscription_is_prepaid_and_charges_overage(
+    client: TestClient, db: Database
+) -> None:
+    served = _served(
+        client,
+        db,
+        kind="subscription",
+        currency="EUR",
+        price_per_period_minor=10_000,
+        period="month",
+        queries_per_period=2,
+        overage_per_query_minor=900,
+    )
+    r = _quote(client, served.buyer, served.dataset_id, queries=5, periods=2)
+    assert r.status_code == 201, r.text
+    quote = r.json()
+    assert quote["gross_minor"] == 2 * 10_000 + 900  # one query beyond 2 × 2
+    top_up(db, served.buyer, quote["amount_minor"])
+    order = _order(client, served.buyer, quote["id"]).json()
+    ent_id = order["entitlement_id"]
+    ent = _entitlement(client, served.buyer, ent_id)
+    assert ent["amount_captured_minor"] == 20_000  # the periods, paid up front
+    for _ in range(4):
+        _run_job(client, served)
+    assert _entitlement(client, served.buyer, ent_id)["amount_captured_minor"] == 20_000
+    _run_job(client, served)
+    ent = _entitlement(client, served.buyer, ent_id)
+    assert ent["amount_captured_minor"] == 20_900 and ent["queries_used"] == 5
+    r = client.get(f"/v1/entitlements/{ent_id}/charges", headers=served.buyer.headers)
+    kinds = sorted((c["kind"], c["amount_minor"]) for c in r.json())
+    assert kinds == [("job", 0)] * 4 + [("job", 900), ("prepaid", 20_000)]
+    # A sixth would pass the quota bought: refused before it runs.
+    r = client.post(
+        "/v1/jobs", json=aggregate_job(served.dataset_id), headers=served.buyer.headers
+    )
+    assert_problem(r, 402, "entitlement_exhausted")
+    _journal_ok(db)
