@@ -494,8 +494,13 @@ class TradingService:
             updated_at=now,
         )
         self.session.add(order)
-        if quote.payment_method == "credits":
+        try:
             self.session.flush()
+        except IntegrityError:
+            # The same key or quote, ordered by a concurrent request just now.
+            self.session.rollback()
+            return self.order(caller, body, idempotency_key)
+        if quote.payment_method == "credits":
             self._activate(order, quote, self._credits_authorization(order))
             self.session.commit()
             return self._order_public(self._reload(order))

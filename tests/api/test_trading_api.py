@@ -712,3 +712,40 @@ def test_a_subscription_is_prepaid_and_charges_overage(
     )
     assert_problem(r, 402, "entitlement_exhausted")
     _journal_ok(db)
+
+
+def test_concurrent_orders_buy_once(client: TestClient, db: Database) -> None:
+    """The same quote ordered eight times at once, under four keys: one purchase."""
+    served = _served(client, db)
+    quote = _quote(client, served.buyer, served.dataset_id, queries=2).json()
+    top_up(db, served.buyer, 10 * PRICE)
+    with db.session() as session:
+        caller = IdentityService(session).authenticate(served.buyer.key)
+
+    def buy(i: int) -> str:
+        from marketplace.errors import Conflict
+        from marketplace.models import OrderCreate
+        from marketplace.services.trading import TradingConfig, TradingService
+
+        with db.session() as session:
+            service = TradingService(session, TradingConfig(), {"credits": _credits()})
+            try:
+                order = service.order(
+                    caller, OrderCreate(quote_id=uuid.UUID(quote["id"])), f"k{i % 4}"
+                )
+            except Conflict as exc:
+                return exc.code
+            return str(order.id)
+
+    with ThreadPoolExecutor(8) as pool:
+        outcomes = list(pool.map(buy, range(8)))
+    ids = {o for o in outcomes if o != "quote_ordered"}
+    assert len(ids) == 1, outcomes
+    assert _balance(client, served.buyer, "buyer_funds") == 8 * PRICE
+    _journal_ok(db)
+
+
+def _credits() -> Any:
+    from marketplace.payments import CreditsProvider
+
+    return CreditsProvider()
