@@ -8,7 +8,9 @@ the same transaction as the business change it records:
 - ``trade.record`` — a trade (one per released computation), later gathered into a
   ``trades.batch`` event by the relay;
 - ``receipt.record`` — a job receipt's Merkle leaf, later gathered into a
-  ``receipts.batch`` event whose root the receipt anchor stores.
+  ``receipts.batch`` event whose root the receipt anchor stores;
+- ``settlement.anchor`` — a settlement run's payouts: the Merkle root of its payout
+  records, anchored under the event's id (one transaction each).
 
 The relay sends the sendable events (``asset.*`` and ``*.batch``) in id order; a
 ``*.record`` event is ``batched`` once a batch event names it and ``confirmed`` with
@@ -53,6 +55,7 @@ class LedgerEventKind(StrEnum):
     TRADES_BATCH = "trades.batch"
     RECEIPT_RECORD = "receipt.record"
     RECEIPTS_BATCH = "receipts.batch"
+    SETTLEMENT_ANCHOR = "settlement.anchor"
 
     @property
     def sendable(self) -> bool:
@@ -219,6 +222,9 @@ class VerifyReport(SQLModel):
     trade_batches: int
     receipts: int
     receipt_batches: int
+    settlements: int = Field(
+        default=0, description="Settlement runs whose payout roots were checked."
+    )
     pending_events: int = Field(
         description="Outbox events not yet confirmed (not checked, not mismatches)."
     )

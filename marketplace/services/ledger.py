@@ -22,6 +22,7 @@ from __future__ import annotations
 import hashlib
 import json
 import uuid
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
@@ -52,6 +53,7 @@ from marketplace.models import (
     LedgerEventKind,
     LedgerEventStatus,
     LedgerStatus,
+    Payout,
     ReceiptProof,
     Trade,
     VerifyReport,
@@ -68,6 +70,9 @@ __all__ = [
     "dataset_shares",
     "metadata_hash",
     "org_address",
+    "payout_leaf",
+    "payout_record",
+    "payouts_root",
     "receipt_inclusion",
     "token_id_of",
     "trade_hash",
@@ -142,6 +147,29 @@ def trade_record(trade: Trade) -> dict[str, Any]:
         "currency": trade.currency,
         "created_at": _iso(trade.created_at),
     }
+
+
+def payout_record(payout: Payout) -> dict[str, Any]:
+    """The canonical record a payout leaf commits to (no row data, only money)."""
+    return {
+        "v": 1,
+        "settlement_id": str(payout.settlement_id),
+        "payee": org_address(payout.payee_id),
+        "method": payout.method,
+        "currency": payout.currency,
+        "amount": payout.amount_minor,
+    }
+
+
+def payout_leaf(payout: Payout) -> bytes:
+    """``keccak256`` of a payout's canonical record: a leaf of its run's root."""
+    return keccak256(canonical_json(payout_record(payout)))
+
+
+def payouts_root(payouts: Sequence[Payout]) -> MerkleTree:
+    """The Merkle tree of a run's payouts, in payee and method order."""
+    ordered = sorted(payouts, key=lambda p: (str(p.payee_id), p.method))
+    return MerkleTree.build(payout_leaf(p) for p in ordered)
 
 
 def trade_hash(record: dict[str, Any]) -> str:
@@ -268,6 +296,23 @@ class LedgerRecorder:
             },
         )
         return trade
+
+    def record_settlement(
+        self, run_id: uuid.UUID, payouts: Sequence[Payout]
+    ) -> LedgerEvent | None:
+        """Owe the chain a settlement run: the root of its payout records."""
+        if not payouts:
+            return None
+        tree = payouts_root(payouts)
+        return self._event(
+            LedgerEventKind.SETTLEMENT_ANCHOR,
+            str(run_id),
+            {
+                "settlement_id": str(run_id),
+                "root": tree.root.hex(),
+                "count": len(payouts),
+            },
+        )
 
     def _event(
         self, kind: LedgerEventKind, subject: str, payload: dict[str, Any]

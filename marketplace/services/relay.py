@@ -332,6 +332,10 @@ class Relay:
             return self.ledger.anchor._contract.functions.anchor(
                 bytes.fromhex(p["root"]), int(event.subject), p["count"]
             )
+        if kind is K.SETTLEMENT_ANCHOR and event.id is not None:
+            return self.ledger.anchor._contract.functions.anchor(
+                bytes.fromhex(p["root"]), event.id, p["count"]
+            )
         raise ValueError(f"ledger event kind {kind} is not sendable")
 
     def _mined(self, tx_hash: str) -> _Landed | None:
@@ -382,8 +386,10 @@ class Relay:
                     from_block=self.ledger.deployment.block_number, batch_id=batch
                 )
             )
-        elif kind is K.RECEIPTS_BATCH:
-            batch = int(event.subject)
+        elif kind in (K.RECEIPTS_BATCH, K.SETTLEMENT_ANCHOR):
+            batch = (
+                int(event.subject) if kind is K.RECEIPTS_BATCH else int(event.id or 0)
+            )
             if self.ledger.anchor.get_root_of(batch) is None:
                 return None
             found = list(

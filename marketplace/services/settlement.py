@@ -12,6 +12,10 @@ funding method into :class:`~marketplace.models.Payout` rows, marks the charges
   run's transfer group (the exchange's fee simply stays on the platform);
 - credits — the payee's on-chain credit, recorded by the ledger's trades.
 
+The run's payouts are anchored on chain (the Merkle root of their records, through
+the ledger outbox), so the regulator's ``veilx verify`` rebuilds each run's root
+from the database and names a run whose payouts were changed.
+
 Each payment posts ``Dr payable:<payee>  Cr cash:<method>``, so payouts can
 never exceed payables (a payable cannot go negative). Payments are idempotent
 (the key names the payout) and running the same period again resumes the
@@ -57,7 +61,7 @@ from marketplace.services.journal import (
     dialect_insert,
     payable_account,
 )
-from marketplace.services.ledger import org_address
+from marketplace.services.ledger import LedgerRecorder, org_address
 from marketplace.services.trading import Billing, TradingConfig
 
 __all__ = ["STATEMENT_CSV_COLUMNS", "SettlementService"]
@@ -209,6 +213,13 @@ class SettlementService:
                     lines=lines,
                 )
             )
+        self.session.flush()
+        LedgerRecorder(self.session).record_settlement(
+            run.id,
+            self.session.exec(
+                select(Payout).where(Payout.settlement_id == run.id)
+            ).all(),
+        )
         run.charges = len(charges)
         run.gross_minor = sum(c.amount_minor for c in charges)
         run.fee_minor = sum(c.fee_minor for c in charges)

@@ -38,11 +38,13 @@ from marketplace.models import (
     LedgerEventStatus,
     Mismatch,
     Node,
+    Payout,
     Trade,
     VerifyReport,
 )
 from marketplace.services.ledger import (
     metadata_hash,
+    payouts_root,
     token_id_of,
     trade_hash,
     trade_record,
@@ -312,6 +314,11 @@ class _Verifier:
             for m in members:
                 checked += 1
                 self._receipt(m, batch.id)
+        db_batches |= {
+            e.id
+            for e in self.events
+            if e.kind == K.SETTLEMENT_ANCHOR and e.id is not None
+        }
         for batch_id, event in anchored.items():
             if batch_id not in db_batches:
                 self.miss(
@@ -356,6 +363,44 @@ class _Verifier:
                 field="signature",
             )
 
+    def settlements(self) -> int:
+        """Rebuild each anchored settlement run's payout root from the database."""
+        anchored = {
+            e.batch_id: e for e in self.ledger.anchor.get_anchored(self.from_block)
+        }
+        checked = 0
+        for record in self.events:
+            if (
+                record.kind != K.SETTLEMENT_ANCHOR
+                or record.status != CONFIRMED
+                or record.id is None
+            ):
+                continue
+            checked += 1
+            run_id = record.payload["settlement_id"]
+            event = anchored.get(record.id)
+            if event is None:
+                self.miss(
+                    "settlement", run_id, "confirmed in the database, not anchored"
+                )
+                continue
+            payouts = self.session.exec(
+                select(Payout).where(Payout.settlement_id == uuid.UUID(run_id))
+            ).all()
+            tree = payouts_root(payouts) if payouts else None
+            root = tree.root if tree else b""
+            if root != event.root or len(payouts) != event.count:
+                self.miss(
+                    "settlement",
+                    run_id,
+                    "the payouts' Merkle root rebuilt from the database differs "
+                    "from the anchored root",
+                    field="payouts",
+                    database=f"{_hex(root)} ({len(payouts)} payouts)",
+                    chain=f"{_hex(event.root)} ({event.count} payouts)",
+                )
+        return checked
+
 
 def _str(value: object) -> str | None:
     return None if value is None else str(value)
@@ -367,6 +412,7 @@ def verify_ledger(session: Session, ledger: Ledger) -> VerifyReport:
     assets = v.assets()
     trades, trade_batches = v.trades()
     receipts, receipt_batches = v.receipts()
+    settlements = v.settlements()
     pending = sum(
         1
         for e in v.events
@@ -376,7 +422,9 @@ def verify_ledger(session: Session, ledger: Ledger) -> VerifyReport:
     ok = not v.mismatches
     if ok:
         summary = (
-            f"all {assets} assets, {trades} trades, {receipts} receipts match the chain"
+            f"all {assets} assets, {trades} trades, {receipts} receipts"
+            + (f", {settlements} settlements" if settlements else "")
+            + " match the chain"
         )
     else:
         summary = (
@@ -397,6 +445,7 @@ def verify_ledger(session: Session, ledger: Ledger) -> VerifyReport:
         trade_batches=trade_batches,
         receipts=receipts,
         receipt_batches=receipt_batches,
+        settlements=settlements,
         pending_events=pending,
         mismatches=v.mismatches,
         summary=summary,

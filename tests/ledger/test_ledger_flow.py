@@ -378,3 +378,41 @@ def test_a_malformed_rpc_call_is_a_json_rpc_error_not_a_crash(
         headers=exchange.served.buyer.headers,
     ).json()
     assert int(chain_id["result"], 16) == exchange.chain.get().chain.chain_id
+
+
+def test_settlement_payouts_are_anchored_and_verified(exchange: Exchange) -> None:
+    """A run's payouts are on chain as a root; a changed payout fails on its run."""
+    from datetime import UTC, datetime, timedelta
+
+    from marketplace.models import Payout, Role
+    from tests.factories import create_random_org
+
+    start_at = datetime.now(UTC) - timedelta(minutes=5)
+    exchange.release(2)
+    operator = create_random_org(exchange.db, Role.OPERATOR)
+    r = exchange.client.post(
+        "/v1/settlements",
+        json={
+            "period_start": start_at.isoformat(),
+            "period_end": datetime.now(UTC).isoformat(),
+        },
+        headers=operator.headers,
+    )
+    assert r.status_code == 201, r.text
+    run = r.json()
+    assert run["charges"] == 2 and run["status"] == "completed"
+    exchange.relay().flush()
+    report = exchange.verify()
+    assert report.ok, report.mismatches
+    assert report.settlements == 1
+    assert "1 settlements" in report.summary
+    with exchange.db.session() as s:
+        payout = s.exec(select(Payout)).one()
+        s.execute(
+            update(Payout)
+            .where(col(Payout.id) == payout.id)
+            .values(amount_minor=payout.amount_minor + 100)
+        )
+        s.commit()
+    report = exchange.verify()
+    assert _only(report) == [("settlement", run["id"], "payouts")]
