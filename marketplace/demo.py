@@ -357,7 +357,7 @@ def run_demo(
                         )
             console.print(table)
             trading_started = datetime.now(UTC)
-            buyer_id = _get(base, buyer_key, "/v1/auth/me")["organisation"]["id"]
+            buyer_id = _get(base, buyer_key, "/v1/me")["organisation"]["id"]
             trading = buy_entitlements(
                 console,
                 base_url=base,

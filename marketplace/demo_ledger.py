@@ -73,7 +73,11 @@ def show_ledger(
     with db.session() as s:
         batches = s.exec(
             select(LedgerEvent)
-            .where(col(LedgerEvent.kind).in_([K.TRADES_BATCH.value, K.RECEIPTS_BATCH]))
+            .where(
+                col(LedgerEvent.kind).in_(
+                    [K.TRADES_BATCH, K.RECEIPTS_BATCH, K.SETTLEMENT_ANCHOR]
+                )
+            )
             .order_by(col(LedgerEvent.id))
         ).all()
         assets = s.exec(
@@ -104,7 +108,11 @@ def show_ledger(
     for b in batches:
         p = b.payload
         table.add_row(
-            "trades recorded" if b.kind == K.TRADES_BATCH else "receipts anchored",
+            {
+                K.TRADES_BATCH: "trades recorded",
+                K.RECEIPTS_BATCH: "receipts anchored",
+                K.SETTLEMENT_ANCHOR: "settlement payouts anchored",
+            }[K(b.kind)],
             str(b.id),
             str(p["count"]),
             _money(p["amount"], p["currency"]) + f" ({_money(p['fee'], p['currency'])})"

@@ -78,15 +78,15 @@ def buy_entitlements(
         "the operator records Aurora's bank transfer as prepaid credits: "
         f"{_money(balance['balance_minor'], 'EUR')}"
     )
-    meter = datasets["smart_meter"]
+    hospital = datasets["inpatient"]
     menu = _call(
         base_url,
         buyer_key,
         "POST",
         "/v1/quotes/menu",
         {
-            "dataset_id": meter["id"],
-            "sensitivity": 50.0,
+            "dataset_id": hospital["id"],
+            "sensitivity": 1.0,
             "epsilons": [0.1, 0.25, 0.5, 1.0, 2.0],
         },
     )
@@ -95,15 +95,15 @@ def buy_entitlements(
         "expected |error|",
         "95% interval ±",
         "price",
-        title=f"{meter['title']}: one DP mean — privacy, accuracy and price "
-        f"({meter['pricing_plan']['kind']})",
+        title=f"{hospital['title']}: one DP count — privacy, accuracy and price "
+        f"({hospital['pricing_plan']['kind']})",
     )
     for option in menu["options"]:
         quote = option["quote"]
         table.add_row(
             f"{option['epsilon']:g}",
-            f"{option['expected_abs_error']:.1f} kWh",
-            f"{option['ci95_half_width']:.1f} kWh",
+            f"{option['expected_abs_error']:.1f} rows",
+            f"{option['ci95_half_width']:.1f} rows",
             _money(quote["gross_minor"], quote["currency"]),
         )
     console.print(table)
@@ -206,7 +206,7 @@ def settle_period(
         "payee", "method", "payout", "status", title="Settlement run: payouts"
     )
     names = {
-        str(_call(base_url, key, "GET", "/v1/auth/me")["organisation"]["id"]): name
+        str(_call(base_url, key, "GET", "/v1/me")["organisation"]["id"]): name
         for name, key in provider_keys.items()
     }
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -141,7 +141,7 @@ class LedgerAsset(SQLModel, table=True):
 
 
 class Trade(SQLModel, table=True):
-    """A purchase recorded on chain: one released computation on a dataset.
+    """A purchase recorded on chain: a released computation, or prepaid periods.
 
     Amounts are integer minor units; the fee is the exchange's part of ``amount``.
     ``trade_hash`` is the keccak-256 of the trade's canonical record
@@ -152,8 +152,10 @@ class Trade(SQLModel, table=True):
     __table_args__ = (Index("ix_trade_dataset_created", "dataset_id", "created_at"),)
 
     id: uuid.UUID = Field(default_factory=new_id, primary_key=True)
-    job_id: uuid.UUID = Field(
-        sa_column=Column(ForeignKey("job.id"), unique=True, nullable=False)
+    job_id: uuid.UUID | None = Field(
+        default=None,
+        sa_column=Column(ForeignKey("job.id"), unique=True, nullable=True),
+        description="The released job; none for a subscription's prepaid periods.",
     )
     dataset_id: uuid.UUID = Field(foreign_key="dataset.id")
     buyer_id: uuid.UUID = Field(foreign_key="organisation.id")

@@ -137,7 +137,7 @@ def trade_record(trade: Trade) -> dict[str, Any]:
     return {
         "v": 1,
         "trade_id": str(trade.id),
-        "job_id": str(trade.job_id),
+        "job_id": str(trade.job_id) if trade.job_id else None,
         "dataset_id": str(trade.dataset_id),
         "token_id": str(token_id_of(trade.dataset_id)),
         "buyer_id": str(trade.buyer_id),
@@ -294,6 +294,37 @@ class LedgerRecorder:
                 "receipt_digest": receipt_digest(signed).hex(),
                 "leaf": receipt_leaf(signed).hex(),
             },
+        )
+        return trade
+
+    def record_prepaid(
+        self,
+        buyer_id: uuid.UUID,
+        ds: Dataset,
+        *,
+        amount_minor: int,
+        fee_minor: int,
+        currency: str,
+    ) -> Trade:
+        """Owe the chain a trade with no job: a subscription's prepaid periods."""
+        trade = Trade(
+            job_id=None,
+            dataset_id=ds.id,
+            buyer_id=buyer_id,
+            buyer_address=org_address(buyer_id),
+            amount_minor=amount_minor,
+            fee_minor=fee_minor,
+            currency=currency,
+            trade_hash="",
+            created_at=utcnow(),
+        )
+        record = trade_record(trade)
+        trade.trade_hash = trade_hash(record)
+        self.session.add(trade)
+        self._event(
+            LedgerEventKind.TRADE_RECORD,
+            str(trade.id),
+            {"trade": record, "trade_hash": trade.trade_hash},
         )
         return trade
 

@@ -106,7 +106,7 @@ from marketplace.services.journal import (
     payable_account,
     surcharges_account,
 )
-from marketplace.services.ledger import dataset_shares
+from marketplace.services.ledger import LedgerRecorder, dataset_shares
 from mpc_engine.protocol import JobKind, SignedReceipt, parse_params
 
 __all__ = [
@@ -1293,6 +1293,13 @@ class Billing:
         )
         charge.fee_minor = self._book_capture(
             charge, ent, ds, amount, f"prepay:{ent.id}"
+        )
+        LedgerRecorder(self.session).record_prepaid(
+            ent.buyer_id,
+            ds,
+            amount_minor=amount,
+            fee_minor=charge.fee_minor,
+            currency=ent.currency,
         )
         ent.amount_captured_minor += amount
         self.session.add(ent)

@@ -423,7 +423,11 @@ def verify_ledger(session: Session, ledger: Ledger) -> VerifyReport:
     if ok:
         summary = (
             f"all {assets} assets, {trades} trades, {receipts} receipts"
-            + (f", {settlements} settlements" if settlements else "")
+            + (
+                f", {settlements} settlement{'s' if settlements != 1 else ''}"
+                if settlements
+                else ""
+            )
             + " match the chain"
         )
     else:

@@ -29,6 +29,7 @@ from tests.conftest import make_settings
 from tests.factories import (
     Party,
     assert_problem,
+    buy_entitlement,
     create_random_listed_dataset,
     create_random_org,
 )
@@ -284,6 +285,7 @@ def test_approval_queues_the_job(client: TestClient, db: Database) -> None:
     )
     # The buyer sees the job but is not its dataset's provider.
     both = create_random_org(db, Role.BUYER, Role.PROVIDER)
+    buy_entitlement(client, db, both, served.dataset_id)
     own = client.post(
         "/v1/jobs", json=aggregate_job(served.dataset_id), headers=both.headers
     )
@@ -599,6 +601,7 @@ def test_results_only_from_the_assigned_nodes_organisation(
     # An organisation that sees the job (its buyer, here also a provider) but does
     # not run its node is refused outright.
     both = create_random_org(db, Role.BUYER, Role.PROVIDER)
+    buy_entitlement(client, db, both, served.dataset_id)
     own = client.post(
         "/v1/jobs", json=aggregate_job(served.dataset_id), headers=both.headers
     ).json()

@@ -61,7 +61,7 @@ from mpc_engine.he import Gram, GramBounds, ModelKind, augmented_weights, sensit
 from mpc_engine.protocol import JobState, SignedAttestation, model_eval_bounds
 from sdk import AggregateResult, Client, InferenceResult, Job, ModelEvalResult
 from tests.conftest import TEST_SECRET
-from tests.factories import Party, create_random_org
+from tests.factories import Party, buy_entitlement, create_random_org
 from tests.ledger._hardhat import HARDHAT_KEY, deploy_fresh
 
 pytestmark = pytest.mark.integration
@@ -335,6 +335,10 @@ def stack(pg_schema_url: str, redis_url: str, hardhat_url: str) -> Iterator[Stac
         for name, sample in samples.items():
             paths[name] = data / f"{name}.csv"
             ids[name], hashes[name] = _list_dataset(base, provider, sample, paths[name])
+        # The buyer pays for what it will run: an entitlement on each, with credits.
+        with httpx.Client(base_url=base, timeout=30) as c:
+            for name in samples:
+                buy_entitlement(c, db, buyer, str(ids[name]), queries=20, epsilon=20)
 
         # The provider's model: fitted on its card book, served by the node.
         xy = read_columns(paths["credit"], [*CREDIT_FEATURES, EVAL_LABEL])

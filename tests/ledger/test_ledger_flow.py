@@ -405,7 +405,7 @@ def test_settlement_payouts_are_anchored_and_verified(exchange: Exchange) -> Non
     report = exchange.verify()
     assert report.ok, report.mismatches
     assert report.settlements == 1
-    assert "1 settlements" in report.summary
+    assert "1 settlement match" in report.summary
     with exchange.db.session() as s:
         payout = s.exec(select(Payout)).one()
         s.execute(

@@ -54,7 +54,7 @@ def test_queued_jobs_past_their_deadline_expire(
     assert report == SweepReport(0, 0, 0, 1)
     assert queue.wait(served.node.id, 0) == uuid.UUID(job["id"])
     report = sweep(db, queue, _later(61))
-    assert report == SweepReport(0, 1, 0, 0)
+    assert report == SweepReport(0, 1, 0, 0, charges_voided=1)
     assert _state(client, served.buyer, job["id"]) == ("expired", "not_picked_up")
     assert claim(client, served.node).status_code == 204
     # Idempotent.
@@ -64,7 +64,9 @@ def test_queued_jobs_past_their_deadline_expire(
 def test_unapproved_jobs_expire(client: TestClient, db: Database) -> None:
     served = create_served_dataset(client, db, human_approval=True)
     job = create_job(client, served, timeout_seconds=30)
-    assert sweep(db, MemoryQueue(), _later(31)) == SweepReport(1, 0, 0, 0)
+    assert sweep(db, MemoryQueue(), _later(31)) == SweepReport(
+        1, 0, 0, 0, charges_voided=1
+    )
     assert _state(client, served.buyer, job["id"]) == (
         "expired",
         "not_approved_in_time",
@@ -81,7 +83,9 @@ def test_dispatched_and_running_jobs_time_out(client: TestClient, db: Database) 
     assert claim(client, served.node).json()["job_id"] == running["id"]
     assert start(client, served.node, running["id"]).status_code == 200
     spare = create_job(client, served, timeout_seconds=3600)
-    assert sweep(db, MemoryQueue(), _later(31)) == SweepReport(0, 0, 2, 1)
+    assert sweep(db, MemoryQueue(), _later(31)) == SweepReport(
+        0, 0, 2, 1, charges_voided=2
+    )
     for job in (dispatched, running):
         assert _state(client, served.buyer, job["id"]) == ("failed", "timeout")
     assert _state(client, served.buyer, spare["id"]) == ("queued", None)
@@ -209,7 +213,8 @@ def test_worker_once_prints_what_it_did(
     assert (code, err) == (0, ""), err
     assert out == (
         "swept: expired 0 unapproved and 0 unclaimed jobs, timed out 0, "
-        "re-notified 0 queued\n"
+        "re-notified 0 queued; voided 0 charges, ended 0 and finalized 0 "
+        "entitlements\n"
     )
 
 
