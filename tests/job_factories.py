@@ -140,18 +140,29 @@ def policy_with(**changes: Any) -> dict[str, Any]:
 
 
 def create_served_dataset(
-    client: TestClient, db: Database, **policy_changes: Any
+    client: TestClient,
+    db: Database,
+    *,
+    funded: bool = True,
+    plan: dict[str, Any] | None = None,
+    **policy_changes: Any,
 ) -> Served:
-    """A provider with a node that serves one of its listed datasets; a buyer."""
+    """A provider with a node that serves one of its listed datasets; a buyer.
+
+    The buyer holds an entitlement on the dataset (bought with credits) unless
+    ``funded`` is false; ``plan`` replaces the factory's pricing plan.
+    """
     provider = create_random_org(db, Role.PROVIDER)
-    dataset = create_random_listed_dataset(
-        client, provider, policy=policy_with(**policy_changes)
-    )
+    overrides: dict[str, Any] = {"policy": policy_with(**policy_changes)}
+    if plan is not None:
+        overrides["pricing_plan"] = plan
+    dataset = create_random_listed_dataset(client, provider, **overrides)
     node = create_random_node(client, provider)
     r = attest(client, node, dataset)
     assert r.status_code == 201, r.text
     buyer = create_random_org(db, Role.BUYER)
-    buy_entitlement(client, db, buyer, str(dataset["id"]))
+    if funded:
+        buy_entitlement(client, db, buyer, str(dataset["id"]))
     return Served(provider, node, dataset, buyer)
 
 

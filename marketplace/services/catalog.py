@@ -18,6 +18,7 @@ from sqlalchemy import delete, insert, text, update
 from sqlmodel import Session, col, select
 
 from marketplace.errors import (
+    Conflict,
     FieldError,
     InvalidTransition,
     NotFound,
@@ -160,6 +161,31 @@ class CatalogService:
     def load_visible(self, caller: Caller, dataset_id: uuid.UUID) -> Dataset:
         """The dataset row, for other services, if the caller may see it (else 404)."""
         return self._load(caller, dataset_id)
+
+    def load_listed(
+        self, caller: Caller, dataset_id: uuid.UUID, *, doing: str
+    ) -> tuple[Dataset, DatasetVersion]:
+        """A listed dataset the caller may see, and its live version.
+
+        Raises
+        ------
+        NotFound
+            The dataset is not visible to the caller.
+        Conflict
+            It is not listed (``dataset_not_listed``); ``doing`` says what needs it.
+        """
+        ds = self._load(caller, dataset_id)
+        version = (
+            self.session.get(DatasetVersion, ds.live_version_id)
+            if ds.live_version_id
+            else None
+        )
+        if ds.status != DatasetStatus.LISTED.value or version is None:
+            raise Conflict(
+                f"dataset {ds.id} is {ds.status}; {doing} listed datasets only",
+                code="dataset_not_listed",
+            )
+        return ds, version
 
     def version_attestation(
         self, caller: Caller, dataset_id: uuid.UUID, version_id: uuid.UUID

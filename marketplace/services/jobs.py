@@ -46,7 +46,6 @@ from sqlmodel import Session, col, select
 
 from marketplace.errors import (
     BadReceipt,
-    Conflict,
     InvalidTransition,
     KindNotPermitted,
     NoNode,
@@ -61,8 +60,6 @@ from marketplace.models import (
     BudgetReport,
     Dataset,
     DatasetBudgetUsage,
-    DatasetStatus,
-    DatasetVersion,
     Job,
     JobApproval,
     JobBlob,
@@ -159,12 +156,9 @@ class JobService:
         UnknownBlob, UnknownContext
             An input blob or the context was not uploaded by the caller.
         """
-        ds = CatalogService(self.session).load_visible(caller, data.dataset_id)
-        if ds.status != DatasetStatus.LISTED.value or ds.live_version_id is None:
-            raise Conflict(
-                f"dataset {ds.id} is {ds.status}; jobs run only on listed datasets",
-                code="dataset_not_listed",
-            )
+        ds, version = CatalogService(self.session).load_listed(
+            caller, data.dataset_id, doing="jobs run on"
+        )
         binding = self.session.get(NodeDataset, ds.id)
         if binding is None:
             raise NoNode(
@@ -195,10 +189,9 @@ class JobService:
                 f"HE context {data.context_id} was not uploaded by your organisation "
                 "(POST /v1/he-contexts)",
             )
-        version = self.session.get(DatasetVersion, ds.live_version_id)
         buyer = self.session.get(Organisation, org)
-        if version is None or buyer is None:  # foreign keys make this impossible
-            raise NotFound(f"dataset {ds.id} has no live version")
+        if buyer is None:  # a foreign key makes this impossible
+            raise NotFound(f"organisation {org} not found")
         now = utcnow()
         state = S.AWAITING_APPROVAL if policy.human_approval else S.QUEUED
         job = Job(

@@ -266,25 +266,8 @@ class LedgerRecorder:
         The trade is what the job was charged (its capture), with the exchange's
         fee inside it; a free job is a trade of zero.
         """
-        amount = amount_minor
-        trade = Trade(
-            job_id=job.id,
-            dataset_id=ds.id,
-            buyer_id=job.buyer_id,
-            buyer_address=org_address(job.buyer_id),
-            amount_minor=amount,
-            fee_minor=fee_minor,
-            currency=ds.currency,
-            trade_hash="",
-            created_at=utcnow(),
-        )
-        record = trade_record(trade)
-        trade.trade_hash = trade_hash(record)
-        self.session.add(trade)
-        self._event(
-            LedgerEventKind.TRADE_RECORD,
-            str(trade.id),
-            {"trade": record, "trade_hash": trade.trade_hash},
+        trade = self._trade(
+            job.id, job.buyer_id, ds.id, amount_minor, fee_minor, ds.currency
         )
         self._event(
             LedgerEventKind.RECEIPT_RECORD,
@@ -307,9 +290,20 @@ class LedgerRecorder:
         currency: str,
     ) -> Trade:
         """Owe the chain a trade with no job: a subscription's prepaid periods."""
+        return self._trade(None, buyer_id, ds.id, amount_minor, fee_minor, currency)
+
+    def _trade(
+        self,
+        job_id: uuid.UUID | None,
+        buyer_id: uuid.UUID,
+        dataset_id: uuid.UUID,
+        amount_minor: int,
+        fee_minor: int,
+        currency: str,
+    ) -> Trade:
         trade = Trade(
-            job_id=None,
-            dataset_id=ds.id,
+            job_id=job_id,
+            dataset_id=dataset_id,
             buyer_id=buyer_id,
             buyer_address=org_address(buyer_id),
             amount_minor=amount_minor,

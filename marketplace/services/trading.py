@@ -62,7 +62,6 @@ from marketplace.models import (
     ChargeStatus,
     CreditTopUp,
     Dataset,
-    DatasetStatus,
     DatasetVersion,
     Entitlement,
     EntitlementPublic,
@@ -278,16 +277,9 @@ class TradingService:
     def _listed(
         self, caller: Caller, dataset_id: uuid.UUID
     ) -> tuple[Dataset, DatasetVersion]:
-        ds = CatalogService(self.session).load_visible(caller, dataset_id)
-        if ds.status != DatasetStatus.LISTED.value or ds.live_version_id is None:
-            raise Conflict(
-                f"dataset {ds.id} is {ds.status}; only listed datasets are sold",
-                code="dataset_not_listed",
-            )
-        version = self.session.get(DatasetVersion, ds.live_version_id)
-        if version is None:  # a foreign key
-            raise NotFound(f"dataset {ds.id} has no live version")
-        return ds, version
+        return CatalogService(self.session).load_listed(
+            caller, dataset_id, doing="the exchange sells"
+        )
 
     def _check_method(self, method: str) -> None:
         if method not in self.providers:

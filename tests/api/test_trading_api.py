@@ -49,6 +49,7 @@ from tests.job_factories import (
     attest,
     claim,
     create_random_node,
+    create_served_dataset,
     policy_with,
     post_result,
     start,
@@ -60,14 +61,7 @@ PRICE = 2500  # the factory dataset's price per query
 
 def _served(client: TestClient, db: Database, **plan: Any) -> Served:
     """A served dataset (optionally with another plan) and a buyer without credits."""
-    provider = create_random_org(db, Role.PROVIDER)
-    overrides: dict[str, Any] = {"policy": policy_with()}
-    if plan:
-        overrides["pricing_plan"] = plan
-    dataset = create_random_listed_dataset(client, provider, **overrides)
-    node = create_random_node(client, provider)
-    assert attest(client, node, dataset).status_code == 201
-    return Served(provider, node, dataset, create_random_org(db, Role.BUYER))
+    return create_served_dataset(client, db, funded=False, plan=plan or None)
 
 
 def _quote(client: TestClient, buyer: Party, dataset_id: str, **body: Any) -> Any:

@@ -15,11 +15,13 @@ import io
 import logging
 import re
 import sqlite3
+import uuid
 from collections.abc import Awaitable, Callable, Iterator, MutableMapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import httpx
 import numpy as np
 import pytest
 from rich.console import Console
@@ -89,6 +91,21 @@ def _key_dir(run: DemoRun) -> Path:
     return run.csv_paths[run.datasets["smart_meter"]["id"]].parents[2] / "buyer-keys"
 
 
+def _buy(base: str, key: str, dataset_id: str, **terms: Any) -> dict[str, Any]:
+    """Quote and order an entitlement with the buyer's remaining credits."""
+    headers = {"Authorization": f"Bearer {key}"}
+    with httpx.Client(base_url=base, headers=headers, timeout=30) as c:
+        r = c.post("/v1/quotes", json={"dataset_id": dataset_id, **terms})
+        assert r.status_code == 201, r.text
+        r = c.post(
+            "/v1/orders",
+            json={"quote_id": r.json()["id"]},
+            headers={"Idempotency-Key": uuid.uuid4().hex},
+        )
+        assert r.status_code == 201, r.text
+        return dict(r.json())
+
+
 def _attacks(run: DemoRun, probe: Probe) -> None:
     """Run while the exchange and the nodes are up."""
     probe.run = run
@@ -97,6 +114,12 @@ def _attacks(run: DemoRun, probe: Probe) -> None:
     meter, inpatient = run.datasets["smart_meter"], run.datasets["inpatient"]
     diabetes = run.datasets["diabetes"]
     key_dir = _key_dir(run)
+    # The attacker pays like anyone: the demo's entitlements were closed.
+    out["meter_order"] = _buy(
+        base, run.keys["buyer"], meter["id"], queries=8, epsilon=5.0
+    )
+    _buy(base, run.keys["buyer"], inpatient["id"], queries=1)
+    _buy(base, run.keys["buyer"], diabetes["id"], queries=2, compute_units_per_query=5)
     with (
         Client(run.keys["buyer"], base_url=base, key_dir=key_dir) as buyer,
         Client(run.keys["meridian"], base_url=base) as meridian,
@@ -175,6 +198,13 @@ def _attacks(run: DemoRun, probe: Probe) -> None:
             )
         out["overspend"] = refused.value
         out["budget_after"] = buyer.datasets.budget(meter["id"])
+        ent = out["meter_order"]["entitlement_id"]
+        with httpx.Client(
+            base_url=base,
+            headers={"Authorization": f"Bearer {run.keys['buyer']}"},
+            timeout=30,
+        ) as c:
+            out["meter_charges"] = c.get(f"/v1/entitlements/{ent}/charges").json()
 
         # A tampered receipt: the exchange's copy altered after the fact.
         target = out["pair"][0].job.id
@@ -314,6 +344,11 @@ def test_spending_past_the_budget_is_refused_and_nothing_is_charged(demo: Any) -
     after = probe.outcomes["budget_after"].buyers[0]
     assert after.epsilon_spent == pytest.approx(3.95)
     assert after.epsilon_spent <= after.epsilon_budget
+    # Nor is money: the refused job's reservation was voided.
+    charges = probe.outcomes["meter_charges"]
+    (charge,) = [c for c in charges if c["job_id"] == str(refused.job.id)]
+    assert charge["status"] == "voided" and charge["amount_minor"] == 0
+    assert all(c["status"] in ("captured", "voided") for c in charges)
 
 
 def test_a_tampered_receipt_fails_verification(demo: Any) -> None:

@@ -37,14 +37,11 @@ from marketplace.services.journal import Journal, cash_account, check_journal
 from marketplace.services.trading import TradingConfig
 from marketplace.worker import sweep
 from tests.conftest import make_settings
-from tests.factories import create_random_listed_dataset, create_random_org
 from tests.job_factories import (
     Served,
     aggregate_job,
-    attest,
     claim,
-    create_random_node,
-    policy_with,
+    create_served_dataset,
     post_result,
     start,
     success,
@@ -238,14 +235,8 @@ def _credits() -> dict[str, Any]:
     return {"credits": CreditsProvider()}
 
 
-def _served(client: TestClient, db: Database) -> Served:
-    from marketplace.models import Role
-
-    provider = create_random_org(db, Role.PROVIDER)
-    dataset = create_random_listed_dataset(client, provider, policy=policy_with())
-    node = create_random_node(client, provider)
-    assert attest(client, node, dataset).status_code == 201
-    return Served(provider, node, dataset, create_random_org(db, Role.BUYER))
+def _served(client: Any, db: Database) -> Served:
+    return create_served_dataset(client, db, funded=False)
 
 
 def _pi(server: StripeTestServer, pi_id: str) -> dict[str, Any]:

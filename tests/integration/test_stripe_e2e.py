@@ -30,13 +30,11 @@ from marketplace.demo import DemoServer
 from marketplace.models import Role
 from pricing import breakdown
 from tests.conftest import make_settings
-from tests.factories import Party, create_random_listed_dataset, create_random_org
+from tests.factories import Party, create_random_org
 from tests.job_factories import (
     Served,
     aggregate_job,
-    attest,
-    create_random_node,
-    policy_with,
+    create_served_dataset,
     success,
 )
 from tests.stripe_server import StripeTestServer
@@ -70,12 +68,8 @@ def exchange(
             yield client, db
 
 
-def _served(client: httpx.Client, db: Database) -> Served:
-    provider = create_random_org(db, Role.PROVIDER)
-    dataset = create_random_listed_dataset(client, provider, policy=policy_with())
-    node = create_random_node(client, provider)  # type: ignore[arg-type]
-    assert attest(client, node, dataset).status_code == 201  # type: ignore[arg-type]
-    return Served(provider, node, dataset, create_random_org(db, Role.BUYER))
+def _served(client: Any, db: Database) -> Served:
+    return create_served_dataset(client, db, funded=False)
 
 
 def _card_order(
