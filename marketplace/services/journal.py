@@ -186,7 +186,7 @@ class Journal:
                 )
             )
         self.session.flush()
-        return self.session.get(JournalEntry, entry_id)
+        return JournalEntry(id=entry_id, reference=reference, kind=kind, memo=memo)
 
     def balance(self, ref: AccountRef) -> int:
         """An account's balance on its normal side (0 if never used)."""
@@ -195,50 +195,56 @@ class Journal:
         ).first()
         return int(value or 0)
 
-    def _ensure(self, ref: AccountRef) -> Account:
-        account = self.session.get(Account, ref.code)
-        if account is not None:
-            if account.currency != ref.currency:
-                raise ValueError(
-                    f"account {ref.code} is in {account.currency}, not {ref.currency}"
-                )
-            return account
+    def _apply(self, ref: AccountRef, amount: int) -> None:
+        """Move one account's balance in one statement; create it on first use.
+
+        A credit to the balance is an upsert (insert the account with the amount,
+        or add to it); a debit is a conditional ``UPDATE`` that refuses to go
+        below zero, and an account that does not exist has nothing to debit.
+        """
+        delta = amount if ref.debit_normal else -amount
         table = Account.__table__  # type: ignore[attr-defined]
-        self.session.execute(
-            dialect_insert(self.session)(table)
-            .values(
+        if delta >= 0:
+            insert = dialect_insert(self.session)(table).values(
                 code=ref.code,
                 kind=ref.kind,
                 currency=ref.currency,
                 organisation_id=ref.organisation_id,
                 debit_normal=ref.debit_normal,
                 allow_negative=False,
-                balance_minor=0,
+                balance_minor=delta,
             )
-            .on_conflict_do_nothing(index_elements=["code"])
-        )
-        found = self.session.get(Account, ref.code)
-        if found is None:  # just inserted, or inserted concurrently
-            raise RuntimeError(f"account {ref.code} could not be created")
-        return found
-
-    def _apply(self, ref: AccountRef, amount: int) -> None:
-        account = self._ensure(ref)
-        delta = amount if account.debit_normal else -amount
-        result = self.session.execute(
-            update(Account)
-            .where(col(Account.code) == ref.code)
-            .where(
-                col(Account.allow_negative) | (col(Account.balance_minor) + delta >= 0)
+            moved = self.session.execute(
+                insert.on_conflict_do_update(
+                    index_elements=["code"],
+                    set_={"balance_minor": table.c.balance_minor + delta},
+                    where=table.c.currency == ref.currency,
+                ).returning(table.c.code)
+            ).first()
+            if moved is not None:
+                return
+        else:
+            result = self.session.execute(
+                update(Account)
+                .where(
+                    col(Account.code) == ref.code,
+                    col(Account.currency) == ref.currency,
+                    col(Account.allow_negative)
+                    | (col(Account.balance_minor) + delta >= 0),
+                )
+                .values(balance_minor=col(Account.balance_minor) + delta)
+                .execution_options(synchronize_session=False)
             )
-            .values(balance_minor=col(Account.balance_minor) + delta)
-            .execution_options(synchronize_session=False)
-        )
-        if result.rowcount != 1:  # type: ignore[attr-defined]
-            balance = self.session.exec(
-                select(Account.balance_minor).where(Account.code == ref.code)
-            ).one()
-            raise InsufficientFunds(ref.code, int(balance), -delta)
+            if result.rowcount == 1:  # type: ignore[attr-defined]
+                return
+        found = self.session.exec(
+            select(Account.balance_minor, Account.currency).where(
+                Account.code == ref.code
+            )
+        ).first()
+        if found is not None and found[1] != ref.currency:
+            raise ValueError(f"account {ref.code} is in {found[1]}, not {ref.currency}")
+        raise InsufficientFunds(ref.code, int(found[0]) if found else 0, -delta)
 
 
 @dataclass(frozen=True)
