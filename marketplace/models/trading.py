@@ -33,6 +33,7 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
 )
+from pydantic import AwareDatetime
 from sqlmodel import Field, SQLModel
 
 from marketplace.models._types import JSONType, UTCDateTime, new_id, utcnow
@@ -563,8 +564,8 @@ class WebhookEvent(SQLModel, table=True):
 class SettlementCreate(SQLModel):
     """Settle the charges captured in ``[period_start, period_end)``."""
 
-    period_start: datetime
-    period_end: datetime
+    period_start: AwareDatetime = Field(description="With a UTC offset.")
+    period_end: AwareDatetime = Field(description="With a UTC offset; in the past.")
     currency: str = Field(default="EUR", schema_extra={"pattern": r"^[A-Z]{3}$"})
 
 

@@ -155,6 +155,9 @@ class JobService:
             The rights policy does not permit ``kind``.
         UnknownBlob, UnknownContext
             An input blob or the context was not uploaded by the caller.
+        PaymentRequired
+            The job needs an entitlement with room for it (``entitlement_required``,
+            ``entitlement_exhausted``); its most possible charge is reserved.
         """
         ds, version = CatalogService(self.session).load_listed(
             caller, data.dataset_id, doing="jobs run on"

@@ -743,3 +743,14 @@ def _credits() -> Any:
     from marketplace.payments import CreditsProvider
 
     return CreditsProvider()
+
+
+def test_a_settlement_period_needs_offsets(client: TestClient, db: Database) -> None:
+    operator = create_random_org(db, Role.OPERATOR)
+    r = client.post(
+        "/v1/settlements",
+        json={"period_start": "2026-01-01T00:00:00", "period_end": "2026-01-02T00:00"},
+        headers=operator.headers,
+    )
+    body = assert_problem(r, 422, "validation_failed")
+    assert {e["field"] for e in body["errors"]} == {"period_start", "period_end"}
