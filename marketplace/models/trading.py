@@ -22,6 +22,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any, Literal
 
+from pydantic import AwareDatetime
 from sqlalchemy import (
     BigInteger,
     Boolean,
@@ -33,7 +34,6 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
 )
-from pydantic import AwareDatetime
 from sqlmodel import Field, SQLModel
 
 from marketplace.models._types import JSONType, UTCDateTime, new_id, utcnow
