@@ -248,6 +248,10 @@ def authorization_minor(plan: AnyPlan, terms: EntitlementTerms) -> int:
         case PrivacyPriced():
             if terms.epsilon_micro == 0:
                 return n * plan.base_price_minor
+            if n == 1:  # one job: the price is monotone in ε, so its budget's
+                return plan.base_price_minor + privacy_variable_minor(
+                    plan, terms.epsilon_micro
+                )
             if plan.exponent == 1.0:
                 # Each job rounds up once: at most n − 1 units above the whole.
                 variable = privacy_variable_minor(plan, terms.epsilon_micro) + n - 1

@@ -11,6 +11,7 @@ from sdk._compute import Compute
 from sdk._http import HTTP
 from sdk._keys import Keys
 from sdk._resources import Blobs, Datasets, Jobs, Nodes, Receipts
+from sdk._trading import Balances, Entitlements, Orders, Quotes, Settlements
 
 __all__ = ["DEFAULT_BASE_URL", "Client"]
 
@@ -58,6 +59,11 @@ class Client:
         Local HE key management and public-context uploads.
     compute
         ``aggregate``, ``model_eval`` and ``inference``, end to end.
+    quotes, orders, entitlements
+        Prices and DP menus, purchases (credits or card), what jobs are charged
+        against.
+    balances, settlements
+        Your accounts; settlement runs and statements.
 
     Examples
     --------
@@ -92,6 +98,11 @@ class Client:
         self.jobs = Jobs(self._http)
         self.receipts = Receipts(self._http, self.jobs, self.nodes, self.datasets)
         self.keys = Keys(key_dir, http=self._http)
+        self.quotes = Quotes(self._http)
+        self.orders = Orders(self._http)
+        self.entitlements = Entitlements(self._http)
+        self.balances = Balances(self._http)
+        self.settlements = Settlements(self._http)
         self.compute = Compute(
             jobs=self.jobs,
             receipts=self.receipts,

@@ -319,6 +319,7 @@ class Jobs:
         inputs: Mapping[str, str] | None = None,
         context_id: str | None = None,
         timeout_seconds: int = 900,
+        entitlement_id: uuid.UUID | str | None = None,
     ) -> Job:
         """Submit a job (``POST /v1/jobs``); validated locally first.
 
@@ -339,6 +340,9 @@ class Jobs:
             The HE context the inputs are encrypted under / the result is for.
         timeout_seconds
             The job's deadline, counted from submission.
+        entitlement_id
+            The entitlement to charge (default: your active one on the dataset
+            that expires first).
 
         Returns
         -------
@@ -368,7 +372,10 @@ class Jobs:
                 raise input_error(exc) from None
             raise InputError("kind", str(exc)) from None
         sent = body.model_dump(mode="json")
-        job = _parse(Job, self._http.json("POST", "/jobs", json=sent), "job")
+        payload = dict(sent)
+        if entitlement_id is not None:
+            payload["entitlement_id"] = str(as_uuid(entitlement_id, "entitlement_id"))
+        job = _parse(Job, self._http.json("POST", "/jobs", json=payload), "job")
         for field, recorded, wanted in (
             ("dataset_id", job.dataset_id, body.dataset_id),
             ("kind", job.kind, body.kind),

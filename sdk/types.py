@@ -37,26 +37,37 @@ __all__ = [
     "AggregateGroup",
     "AggregateResult",
     "AnchorRef",
+    "Balance",
     "BlobRef",
     "Budget",
     "BudgetUsage",
+    "Charge",
     "Column",
     "ContextInfo",
     "Dataset",
     "DatasetVersion",
+    "Entitlement",
     "FacetCount",
     "InferenceResult",
     "Job",
     "JobProgress",
     "KeyInfo",
+    "MenuOption",
     "ModelEvalResult",
     "Node",
+    "Order",
     "Page",
+    "Payout",
     "PrivacyBudget",
     "ProviderRef",
+    "Quote",
+    "QuoteMenu",
     "ReceiptInfo",
     "ReceiptProof",
     "SearchHit",
+    "SettlementRun",
+    "Statement",
+    "StatementLine",
     "VerifiedInclusion",
     "VerifiedReceipt",
     "VersionAttestation",
@@ -589,3 +600,168 @@ class InferenceResult(_Result):
     scores: npt.NDArray[np.float64]
     noise_std: float
     n_rows: int
+
+
+# -- trading -------------------------------------------------------------------------
+
+
+class Quote(_Response):
+    """A price for an entitlement, held until ``expires_at`` (``POST /v1/quotes``)."""
+
+    id: uuid.UUID
+    dataset_id: uuid.UUID
+    plan_kind: str
+    currency: str
+    payment_method: str
+    queries: int
+    periods: int
+    epsilon: float
+    delta: float
+    gross_minor: int
+    surcharge_minor: int
+    amount_minor: int
+    exchange_fee_minor: int
+    expected_abs_error: float | None = None
+    ci95_half_width: float | None = None
+    compute_units_estimate: int = 0
+    rows_estimate: int = 0
+    expires_at: datetime
+
+
+class MenuOption(_Response):
+    """One (ε, expected error, price) choice of a DP quote menu."""
+
+    epsilon: float
+    delta: float
+    expected_abs_error: float
+    ci95_half_width: float
+    quote: Quote
+
+
+class QuoteMenu(_Response):
+    """Several priced ε choices for one DP question."""
+
+    dataset_id: uuid.UUID
+    mechanism: str
+    sensitivity: float
+    options: builtins.list[MenuOption]
+
+
+class Order(_Response):
+    """A purchase of a quote; ``entitlement_id`` once paid."""
+
+    id: uuid.UUID
+    quote_id: uuid.UUID
+    dataset_id: uuid.UUID
+    status: str
+    payment_method: str
+    amount_minor: int
+    currency: str
+    client_secret: str | None = None
+    failure_reason: str | None = None
+    entitlement_id: uuid.UUID | None = None
+    created_at: datetime
+
+
+class Entitlement(_Response):
+    """The right to run computations: quota, ε budget, money, expiry."""
+
+    id: uuid.UUID
+    order_id: uuid.UUID
+    dataset_id: uuid.UUID
+    buyer_id: uuid.UUID
+    status: str
+    currency: str
+    payment_method: str
+    plan_kind: str
+    quota_queries: int
+    queries_used: int
+    queries_reserved: int
+    epsilon_budget: float
+    epsilon_used: float
+    epsilon_reserved: float
+    amount_authorized_minor: int
+    amount_reserved_minor: int
+    amount_captured_minor: int
+    expires_at: datetime
+    revoked_at: datetime | None = None
+    revoke_reason: str | None = None
+    finalized_at: datetime | None = None
+
+
+class Charge(_Response):
+    """What a job reserved against an entitlement and was charged."""
+
+    kind: str
+    job_id: uuid.UUID | None = None
+    entitlement_id: uuid.UUID
+    status: str
+    currency: str
+    reserved_minor: int
+    amount_minor: int
+    epsilon: float
+    rows_scanned: int
+    compute_units: int
+    void_reason: str | None = None
+
+
+class Balance(_Response):
+    """One of an organisation's accounts."""
+
+    code: str
+    kind: str
+    currency: str
+    balance_minor: int
+
+
+class Payout(_Response):
+    """What one payee receives from a settlement run."""
+
+    payee_id: uuid.UUID
+    amount_minor: int
+    currency: str
+    method: str
+    status: str
+    reference: str | None = None
+
+
+class SettlementRun(_Response):
+    """A settlement of one period and currency."""
+
+    id: uuid.UUID
+    currency: str
+    period_start: datetime
+    period_end: datetime
+    status: str
+    charges: int
+    gross_minor: int
+    fee_minor: int
+    payout_minor: int
+    payouts: builtins.list[Payout]
+    completed_at: datetime | None = None
+
+
+class StatementLine(_Response):
+    """One charge in a payee's statement."""
+
+    captured_at: datetime
+    dataset_id: uuid.UUID
+    job_id: uuid.UUID | None = None
+    gross_minor: int
+    fee_minor: int
+    share_bps: int
+    payee_minor: int
+
+
+class Statement(_Response):
+    """A payee's statement for one settlement run."""
+
+    settlement_id: uuid.UUID
+    payee_id: uuid.UUID
+    currency: str
+    period_start: datetime
+    period_end: datetime
+    gross_minor: int
+    fee_minor: int
+    payout_minor: int
+    lines: builtins.list[StatementLine]

@@ -264,3 +264,10 @@ def test_quotes_need_an_aware_clock() -> None:
             ttl=timedelta(minutes=1),
             fee_bps=0,
         )
+
+
+@settings(max_examples=200, deadline=None)
+@given(plan=privacy_plans, eps=micro)
+def test_one_query_is_quoted_at_its_exact_price(plan: PrivacyPriced, eps: int) -> None:
+    terms = EntitlementTerms(queries=1, epsilon_micro=eps)
+    assert authorization_minor(plan, terms) == _price(plan, eps)
