@@ -17,18 +17,21 @@ twice. Providers raise :class:`PaymentError` subclasses only.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 __all__ = [
     "Authorization",
     "AuthorizationStatus",
     "Capture",
+    "ConnectProvider",
     "PaymentDeclined",
     "PaymentError",
     "PaymentProvider",
     "PaymentUnavailable",
+    "ProviderEvent",
     "Refund",
     "Transfer",
 ]
@@ -168,4 +171,57 @@ class PaymentProvider(Protocol):
         idempotency_key: str,
     ) -> Transfer:
         """Pay ``amount_minor`` out to ``destination`` (a connected account)."""
+        ...
+
+
+class ProviderEvent(Protocol):
+    """A verified webhook event of a provider, reduced to what the exchange uses."""
+
+    @property
+    def id(self) -> str:
+        """The event's id: the same for every delivery (deduplicate on it)."""
+        ...
+
+    @property
+    def type(self) -> str:
+        """What happened (``payment_intent.succeeded``)."""
+        ...
+
+    @property
+    def object_id(self) -> str:
+        """The object it is about (a PaymentIntent id)."""
+        ...
+
+    @property
+    def object_type(self) -> str:
+        """That object's kind (``payment_intent``)."""
+        ...
+
+    @property
+    def data(self) -> Mapping[str, Any]:
+        """A snapshot of the object; it may be stale: read the state back."""
+        ...
+
+
+@runtime_checkable
+class ConnectProvider(PaymentProvider, Protocol):
+    """A provider with accounts for payees, webhooks, and authorisations to read."""
+
+    def retrieve_authorization(self, reference: str) -> Authorization:
+        """The current state of an authorisation (reconciliation, webhooks)."""
+        ...
+
+    def create_connected_account(
+        self,
+        *,
+        organisation_id: uuid.UUID,
+        country: str,
+        email: str | None,
+        idempotency_key: str,
+    ) -> str:
+        """Open a payee account for an organisation; its id."""
+        ...
+
+    def parse_webhook(self, payload: bytes, signature_header: str) -> ProviderEvent:
+        """Verify a webhook delivery and return its event (``PaymentError`` if not)."""
         ...

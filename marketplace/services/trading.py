@@ -87,6 +87,7 @@ from marketplace.models import (
 from marketplace.payments import (
     Authorization,
     AuthorizationStatus,
+    ConnectProvider,
     PaymentDeclined,
     PaymentError,
     PaymentProvider,
@@ -790,13 +791,12 @@ class TradingService:
             configured.
         """
         provider = self.providers.get("stripe")
-        parse = getattr(provider, "parse_webhook", None)
-        if provider is None or parse is None:
+        if not isinstance(provider, ConnectProvider):
             raise ValidationFailed.for_field(
                 "Stripe-Signature", "card payments are not configured here"
             )
         try:
-            event = parse(payload, signature)
+            event = provider.parse_webhook(payload, signature)
         except PaymentError as exc:
             raise ValidationFailed.for_field(
                 "Stripe-Signature", str(exc), code="bad_signature"
@@ -815,9 +815,8 @@ class TradingService:
         if event.object_type == "payment_intent":
             order = self._order_for_payment(event.object_id, event.data)
             if order is not None:
-                retrieve = getattr(provider, "retrieve_authorization")  # noqa: B009
                 try:
-                    auth = retrieve(event.object_id)
+                    auth = provider.retrieve_authorization(event.object_id)
                 except ProviderUnavailable as exc:
                     self.session.rollback()
                     raise PaymentUnavailable(str(exc)) from None
@@ -875,13 +874,12 @@ class TradingService:
         found = self.session.get(PayoutAccount, org_id)
         if found is None:
             provider = self.providers.get("stripe")
-            create = getattr(provider, "create_connected_account", None)
-            if create is None:
+            if not isinstance(provider, ConnectProvider):
                 raise ValidationFailed.for_field(
                     "organisation_id", "card payments are not configured here"
                 )
             try:
-                account_id = create(
+                account_id = provider.create_connected_account(
                     organisation_id=org_id,
                     country=country,
                     email=None,
@@ -1475,10 +1473,9 @@ class Billing:
         except PaymentError:
             # Done before a crash, with an idempotency key the provider no longer
             # remembers? Then the payment's own state says so.
-            retrieve = getattr(provider, "retrieve_authorization", None)
-            if retrieve is None:
+            if not isinstance(provider, ConnectProvider):
                 raise
-            state = retrieve(auth.reference)
+            state = provider.retrieve_authorization(auth.reference)
             wanted = (
                 AuthorizationStatus.CAPTURED
                 if total > 0

@@ -777,3 +777,15 @@ def test_server_answers_stripes_error_shape(server: StripeTestServer) -> None:
             "param": "id",
         }
     }
+
+
+def test_the_provider_is_a_connect_provider() -> None:
+    """What the trading service relies on beyond the base interface."""
+    from marketplace.payments import ConnectProvider, CreditsProvider, PaymentProvider
+
+    provider = StripeProvider(
+        "sk_test_x", webhook_secret="whsec_x", api_base="http://127.0.0.1:9"
+    )
+    assert isinstance(provider, ConnectProvider)
+    assert isinstance(CreditsProvider(), PaymentProvider)
+    assert not isinstance(CreditsProvider(), ConnectProvider)
