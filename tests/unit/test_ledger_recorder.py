@@ -92,7 +92,8 @@ def test_a_released_job_records_its_trade_and_receipt_in_its_transaction(
     job = create_job(client, served)
     claim(client, served.node)
     assert start(client, served.node, job["id"]).status_code == 200
-    r = post_result(client, served.node, job["id"], success(job, served))
+    body = success(job, served)  # one receipt: its issued_at is to the second
+    r = post_result(client, served.node, job["id"], body)
     assert r.status_code == 200, r.text
     with db.session() as s:
         trades = s.exec(select(Trade)).all()
@@ -109,8 +110,8 @@ def test_a_released_job_records_its_trade_and_receipt_in_its_transaction(
     assert leaf.subject == job["id"] and len(leaf.payload["leaf"]) == 64
 
     # The same result posted again is the same result: nothing recorded twice.
-    again = post_result(client, served.node, job["id"], success(job, served))
-    assert again.status_code == 200
+    again = post_result(client, served.node, job["id"], body)
+    assert again.status_code == 200, again.text
     assert len(_events(db, "trade.record")) == 1
 
 
