@@ -14,6 +14,12 @@ HTTP API (``docs/protocol.md``)::
             label="spend", purpose="research")
         print(result.mse, result.receipt.privacy_loss)
 
+Computations are charged to an entitlement bought with a quote::
+
+    quote = client.quotes.create(dataset_id, queries=10, epsilon=2.0)
+    order = client.orders.create(quote.id)  # credits; 402 insufficient_funds
+    client.entitlements.get(order.entitlement_id).quota_queries  # 10
+
 Secret HE keys are generated and kept on this machine (``client.keys``); only
 public contexts and ciphertexts are uploaded. Every compute call verifies the
 node's signed receipt before it returns. Errors are :class:`VeilxError`
@@ -24,6 +30,15 @@ from sdk._client import DEFAULT_BASE_URL, Client
 from sdk._compute import AGGREGATE_KEY, MODEL_EVAL_KEY, Compute, Result
 from sdk._keys import PRESETS, Keys, Preset, default_key_dir
 from sdk._resources import Blobs, Datasets, Jobs, Nodes, ProgressCallback, Receipts
+from sdk._trading import (
+    Balances,
+    Credits,
+    Entitlements,
+    Journal,
+    Orders,
+    Quotes,
+    Settlements,
+)
 from sdk.errors import (
     APIConnectionError,
     APIError,
@@ -36,6 +51,8 @@ from sdk.errors import (
     JobFailedError,
     KeyStoreError,
     NotFoundError,
+    PaymentRequiredError,
+    PaymentUnavailableError,
     PermissionDeniedError,
     RateLimitError,
     ReceiptVerificationError,
@@ -61,6 +78,7 @@ from sdk.types import (
     InferenceResult,
     Job,
     JobProgress,
+    JournalCheck,
     KeyInfo,
     MenuOption,
     ModelEvalResult,
@@ -93,6 +111,7 @@ __all__ = [
     "AggregateResult",
     "AuthenticationError",
     "Balance",
+    "Balances",
     "BlobRef",
     "Blobs",
     "Budget",
@@ -103,10 +122,12 @@ __all__ = [
     "Compute",
     "ConflictError",
     "ContextInfo",
+    "Credits",
     "Dataset",
     "DatasetVersion",
     "Datasets",
     "Entitlement",
+    "Entitlements",
     "FacetCount",
     "FieldError",
     "InferenceResult",
@@ -116,6 +137,8 @@ __all__ = [
     "JobFailedError",
     "JobProgress",
     "Jobs",
+    "Journal",
+    "JournalCheck",
     "KeyInfo",
     "KeyStoreError",
     "Keys",
@@ -125,7 +148,10 @@ __all__ = [
     "Nodes",
     "NotFoundError",
     "Order",
+    "Orders",
     "Page",
+    "PaymentRequiredError",
+    "PaymentUnavailableError",
     "Payout",
     "PermissionDeniedError",
     "Preset",
@@ -134,6 +160,7 @@ __all__ = [
     "ProviderRef",
     "Quote",
     "QuoteMenu",
+    "Quotes",
     "RateLimitError",
     "ReceiptInfo",
     "ReceiptVerificationError",
@@ -143,6 +170,7 @@ __all__ = [
     "SearchHit",
     "ServerError",
     "SettlementRun",
+    "Settlements",
     "Statement",
     "StatementLine",
     "VeilxError",

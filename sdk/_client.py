@@ -11,7 +11,15 @@ from sdk._compute import Compute
 from sdk._http import HTTP
 from sdk._keys import Keys
 from sdk._resources import Blobs, Datasets, Jobs, Nodes, Receipts
-from sdk._trading import Balances, Entitlements, Orders, Quotes, Settlements
+from sdk._trading import (
+    Balances,
+    Credits,
+    Entitlements,
+    Journal,
+    Orders,
+    Quotes,
+    Settlements,
+)
 
 __all__ = ["DEFAULT_BASE_URL", "Client"]
 
@@ -59,11 +67,21 @@ class Client:
         Local HE key management and public-context uploads.
     compute
         ``aggregate``, ``model_eval`` and ``inference``, end to end.
-    quotes, orders, entitlements
-        Prices and DP menus, purchases (credits or card), what jobs are charged
-        against.
-    balances, settlements
-        Your accounts; settlement runs and statements.
+    quotes
+        Prices for entitlements, and DP quote menus (ε, expected error, price).
+    orders
+        Buy a quote with credits or a card (idempotent by key).
+    entitlements
+        What jobs are charged against: quota, ε budget and money left; charges;
+        close (buyer) or revoke (provider, operator).
+    balances
+        Your organisation's accounts: credits and payables.
+    credits
+        Top up a buyer's prepaid credits (operator).
+    settlements
+        Settlement runs (operator) and payee statements (JSON or CSV).
+    journal
+        Check the money journal's invariants (operator, regulator).
 
     Examples
     --------
@@ -103,6 +121,8 @@ class Client:
         self.entitlements = Entitlements(self._http)
         self.balances = Balances(self._http)
         self.settlements = Settlements(self._http)
+        self.credits = Credits(self._http)
+        self.journal = Journal(self._http)
         self.compute = Compute(
             jobs=self.jobs,
             receipts=self.receipts,

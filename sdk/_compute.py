@@ -137,6 +137,7 @@ class Compute:
         encrypt_result: bool = ...,
         key: str = ...,
         timeout_seconds: int = ...,
+        entitlement_id: uuid.UUID | str | None = ...,
         wait: Literal[True] = ...,
         wait_timeout: float | None = ...,
         poll_interval: float = ...,
@@ -162,6 +163,7 @@ class Compute:
         encrypt_result: bool = ...,
         key: str = ...,
         timeout_seconds: int = ...,
+        entitlement_id: uuid.UUID | str | None = ...,
         wait: Literal[False],
         wait_timeout: float | None = ...,
         poll_interval: float = ...,
@@ -186,6 +188,7 @@ class Compute:
         encrypt_result: bool = False,
         key: str = AGGREGATE_KEY,
         timeout_seconds: int = 900,
+        entitlement_id: uuid.UUID | str | None = None,
         wait: bool = True,
         wait_timeout: float | None = None,
         poll_interval: float = 1.0,
@@ -221,6 +224,9 @@ class Compute:
             The local key name for ``encrypt_result``.
         timeout_seconds
             The job's deadline at the exchange.
+        entitlement_id
+            The entitlement to charge; by default the exchange picks your active
+            one on the dataset (the one that expires first).
         wait
             Wait for the result (default); ``False`` returns the submitted job.
         wait_timeout, poll_interval, progress
@@ -241,6 +247,7 @@ class Compute:
         ReceiptVerificationError
             The result is not what the node signed.
         """
+        entitlement = _entitlement(entitlement_id)
         raw: dict[str, Any] = {
             "statistics": list(statistics),
             "columns": list(columns),
@@ -275,6 +282,7 @@ class Compute:
             context_id,
             key if encrypt_result else None,
             timeout_seconds,
+            entitlement,
         )
         if not wait:
             return job
@@ -338,6 +346,7 @@ class Compute:
         kind: Literal["linear", "logistic"] = ...,
         key: str = ...,
         timeout_seconds: int = ...,
+        entitlement_id: uuid.UUID | str | None = ...,
         wait: Literal[True] = ...,
         wait_timeout: float | None = ...,
         poll_interval: float = ...,
@@ -357,6 +366,7 @@ class Compute:
         kind: Literal["linear", "logistic"] = ...,
         key: str = ...,
         timeout_seconds: int = ...,
+        entitlement_id: uuid.UUID | str | None = ...,
         wait: Literal[False],
         wait_timeout: float | None = ...,
         poll_interval: float = ...,
@@ -375,6 +385,7 @@ class Compute:
         kind: Literal["linear", "logistic"] = "linear",
         key: str = MODEL_EVAL_KEY,
         timeout_seconds: int = 900,
+        entitlement_id: uuid.UUID | str | None = None,
         wait: bool = True,
         wait_timeout: float | None = None,
         poll_interval: float = 1.0,
@@ -405,7 +416,7 @@ class Compute:
             ``linear`` (MSE) or ``logistic`` (degree-2 log-loss; labels in [0, 1]).
         key
             The local key name.
-        timeout_seconds, wait, wait_timeout, poll_interval, progress
+        timeout_seconds, entitlement_id, wait, wait_timeout, poll_interval, progress
             As for :meth:`aggregate`.
 
         Returns
@@ -414,6 +425,7 @@ class Compute:
             The decrypted metrics, with the job and its verified receipt; the
             submitted job when ``wait`` is false.
         """
+        entitlement = _entitlement(entitlement_id)
         try:
             model_kind = ModelKind(kind)
         except ValueError:
@@ -458,6 +470,7 @@ class Compute:
             context_id,
             key,
             timeout_seconds,
+            entitlement,
         )
         if not wait:
             return job
@@ -547,6 +560,7 @@ class Compute:
         purpose: str,
         key: str = ...,
         timeout_seconds: int = ...,
+        entitlement_id: uuid.UUID | str | None = ...,
         wait: Literal[True] = ...,
         wait_timeout: float | None = ...,
         poll_interval: float = ...,
@@ -563,6 +577,7 @@ class Compute:
         purpose: str,
         key: str = ...,
         timeout_seconds: int = ...,
+        entitlement_id: uuid.UUID | str | None = ...,
         wait: Literal[False],
         wait_timeout: float | None = ...,
         poll_interval: float = ...,
@@ -578,6 +593,7 @@ class Compute:
         purpose: str,
         key: str = AGGREGATE_KEY,
         timeout_seconds: int = 900,
+        entitlement_id: uuid.UUID | str | None = None,
         wait: bool = True,
         wait_timeout: float | None = None,
         poll_interval: float = 1.0,
@@ -600,7 +616,7 @@ class Compute:
             A purpose token the dataset's policy permits.
         key
             The local key name.
-        timeout_seconds, wait, wait_timeout, poll_interval, progress
+        timeout_seconds, entitlement_id, wait, wait_timeout, poll_interval, progress
             As for :meth:`aggregate`.
 
         Returns
@@ -609,6 +625,7 @@ class Compute:
             One score per row, with the job and its verified receipt; the
             submitted job when ``wait`` is false.
         """
+        entitlement = _entitlement(entitlement_id)
         try:
             x = np.asarray(rows, dtype=np.float64)
         except (TypeError, ValueError):
@@ -653,6 +670,7 @@ class Compute:
             context_id,
             key,
             timeout_seconds,
+            entitlement,
         )
         if not wait:
             return job
@@ -767,6 +785,7 @@ class Compute:
         context_id: str | None,
         key: str | None,
         timeout_seconds: int,
+        entitlement_id: uuid.UUID | None = None,
     ) -> Job:
         """Create the job; re-upload the context once if the exchange lacks it.
 
@@ -784,6 +803,7 @@ class Compute:
                 inputs=inputs,
                 context_id=context_id,
                 timeout_seconds=timeout_seconds,
+                entitlement_id=entitlement_id,
             )
         except InvalidRequestError as exc:
             if key is None or "context_id" not in exc.fields:
@@ -797,6 +817,7 @@ class Compute:
             inputs=inputs,
             context_id=context_id,
             timeout_seconds=timeout_seconds,
+            entitlement_id=entitlement_id,
         )
 
     def _finish(
@@ -846,6 +867,11 @@ class Compute:
             return EncryptedVector.from_bytes(secret, data, fresh=False)
         except HEError as exc:
             raise ResultError(field, str(exc)) from None
+
+
+def _entitlement(value: uuid.UUID | str | None) -> uuid.UUID | None:
+    """The entitlement to charge, checked before anything is encrypted or sent."""
+    return None if value is None else as_uuid(value, "entitlement_id")
 
 
 def _object(value: Any) -> dict[str, Any]:

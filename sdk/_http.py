@@ -3,8 +3,9 @@
 Every request goes through :meth:`HTTP.request`:
 
 * ``Authorization: Bearer <api key>`` and a ``User-Agent``;
-* every POST carries an ``Idempotency-Key`` (a uuid4) made once per call and
-  reused by every retry of it, so a retried POST never acts twice;
+* every POST carries an ``Idempotency-Key`` (a uuid4, or the caller's own
+  passed in ``headers``) made once per call and reused by every retry of it, so
+  a retried POST never acts twice;
 * retries are opt-in (``max_network_retries``): connection errors and timeouts,
   429 (waiting ``Retry-After`` when the exchange says, up to
   :attr:`HTTP.MAX_RETRY_AFTER`), 409 ``idempotency_key_in_use`` (the first
@@ -36,6 +37,8 @@ from sdk.errors import (
     InputError,
     InvalidRequestError,
     NotFoundError,
+    PaymentRequiredError,
+    PaymentUnavailableError,
     PermissionDeniedError,
     RateLimitError,
     ServerError,
@@ -196,9 +199,16 @@ class HTTP:
         params: Query | None = None,
         json: Any = None,
         content: bytes | None = None,
+        headers: Mapping[str, str] | None = None,
     ) -> Any:
-        """Send a request and decode its JSON body."""
-        response = self.request(method, path, params=params, json=json, content=content)
+        """Send a request and decode its JSON body.
+
+        ``headers`` are added to (or replace) the SDK's own, e.g. a caller-chosen
+        ``Idempotency-Key`` that every retry then reuses.
+        """
+        response = self.request(
+            method, path, params=params, json=json, content=content, headers=headers
+        )
         try:
             return response.json()
         except ValueError:
@@ -299,6 +309,7 @@ def _parse_retry_after(value: str | None) -> float | None:
 _BY_STATUS: Final[dict[int, type[APIError]]] = {
     400: InvalidRequestError,
     401: AuthenticationError,
+    402: PaymentRequiredError,
     403: PermissionDeniedError,
     404: NotFoundError,
     409: ConflictError,
@@ -345,6 +356,8 @@ def _api_error(response: httpx.Response) -> APIError:
         "request_id": request_id,
         "body": body,
     }
+    if status == 503 and code == "payment_unavailable":
+        return PaymentUnavailableError(detail, **common)
     if status >= 500:
         return ServerError(detail, **common)
     cls = _BY_STATUS.get(status, APIError)

@@ -1,26 +1,32 @@
-"""Trading namespaces: quotes, orders, entitlements, balances and settlements.
+"""Trading namespaces: quotes, orders, entitlements, balances, credits, settlement.
 
-Thin typed views of ``docs/trading.md``; they share the client's
-:class:`sdk._http.HTTP`. An order's idempotency key is the caller's to choose (or
-a fresh one): sending the same key again answers the same order and never buys
-twice.
+Thin typed views of the exchange's trading API (``docs/trading.md``); they share
+the client's :class:`sdk._http.HTTP`. Money is always an integer in minor units
+(cents) of a three-letter currency.
+
+An order's ``Idempotency-Key`` is the caller's to choose (or a fresh uuid4):
+sending the same key again answers the same order and never buys twice, and
+the SDK's own retries reuse it.
 """
 
 from __future__ import annotations
 
 import builtins
+import math
+import re
 import uuid
 from collections.abc import Sequence
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any, Final, Literal
 
-from sdk._http import HTTP
+from sdk._http import HTTP, IDEMPOTENCY_HEADER
 from sdk._resources import _parse, _parse_list, as_uuid
 from sdk.errors import InputError
 from sdk.types import (
     Balance,
     Charge,
     Entitlement,
+    JournalCheck,
     Order,
     Quote,
     QuoteMenu,
@@ -28,17 +34,99 @@ from sdk.types import (
     Statement,
 )
 
-__all__ = ["Balances", "Entitlements", "Orders", "Quotes", "Settlements"]
+__all__ = [
+    "Balances",
+    "Credits",
+    "Entitlements",
+    "Journal",
+    "Orders",
+    "Quotes",
+    "Settlements",
+]
+
+PaymentMethod = Literal["credits", "stripe"]
+Mechanism = Literal["laplace", "gaussian"]
+DEFAULT_EPSILONS: Final = (0.1, 0.25, 0.5, 1.0, 2.0)
+_CURRENCY = re.compile(r"^[A-Z]{3}$")
+_MAX_EPSILON: Final = 100.0
+_MAX_DELTA: Final = 1e-3
 
 
-def _aware(value: datetime, field: str) -> str:
-    if value.tzinfo is None:
+# -- argument checks (one-line InputError naming the field) --------------------------
+
+
+def _int(value: Any, field: str, low: int, high: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InputError(field, f"{value!r} is not an integer")
+    if not low <= value <= high:
+        raise InputError(field, f"must be {low} to {high}, not {value}")
+    return value
+
+
+def _number(value: Any, field: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise InputError(field, f"{value!r} is not a number")
+    if not math.isfinite(value):
+        raise InputError(field, "must be a finite number")
+    return float(value)
+
+
+def _epsilon(value: Any, field: str, *, positive: bool) -> float:
+    eps = _number(value, field)
+    if positive and not 0 < eps <= _MAX_EPSILON:
+        raise InputError(field, f"must be > 0 and at most {_MAX_EPSILON:g}")
+    if not positive and not 0 <= eps <= _MAX_EPSILON:
+        raise InputError(field, f"must be 0 to {_MAX_EPSILON:g}")
+    return eps
+
+
+def _delta(value: Any) -> float:
+    delta = _number(value, "delta")
+    if not 0 <= delta < _MAX_DELTA:
+        raise InputError("delta", f"must be at least 0 and below {_MAX_DELTA:g}")
+    return delta
+
+
+def _sensitivity(value: Any) -> float:
+    sensitivity = _number(value, "sensitivity")
+    if sensitivity <= 0:
+        raise InputError("sensitivity", "must be positive")
+    return sensitivity
+
+
+def _choice(value: Any, field: str, allowed: tuple[str, ...]) -> str:
+    if value not in allowed:
+        raise InputError(field, f"{value!r} is not one of {', '.join(allowed)}")
+    return str(value)
+
+
+def _currency(value: Any) -> str:
+    if not isinstance(value, str) or not _CURRENCY.match(value):
+        raise InputError(
+            "currency", f"{value!r} is not a three-letter code such as EUR"
+        )
+    return value
+
+
+def _text(value: Any, field: str, low: int, high: int) -> str:
+    if not isinstance(value, str) or not low <= len(value.strip()) <= high:
+        raise InputError(field, f"must be text of {low} to {high} characters")
+    return value.strip()
+
+
+def _aware(value: Any, field: str) -> datetime:
+    if not isinstance(value, datetime):
+        raise InputError(field, f"{value!r} is not a datetime")
+    if value.tzinfo is None or value.utcoffset() is None:
         raise InputError(field, "must carry a UTC offset (a timezone-aware datetime)")
-    return value.isoformat()
+    return value
+
+
+# -- quotes and orders -----------------------------------------------------------------
 
 
 class Quotes:
-    """Prices for entitlements, and DP quote menus."""
+    """Prices for entitlements, and DP quote menus (buyers)."""
 
     def __init__(self, http: HTTP) -> None:
         self._http = http
@@ -51,26 +139,53 @@ class Quotes:
         epsilon: float = 0.0,
         delta: float = 0.0,
         periods: int = 1,
+        payment_method: PaymentMethod = "credits",
         compute_units_per_query: int = 1,
-        payment_method: Literal["credits", "stripe"] = "credits",
         sensitivity: float | None = None,
-        mechanism: Literal["laplace", "gaussian"] = "laplace",
+        mechanism: Mechanism = "laplace",
     ) -> Quote:
-        """Price ``queries`` computations spending at most ``epsilon`` in total."""
-        if queries < 1:
-            raise InputError("queries", "must be at least 1")
+        """Price an entitlement on a listed dataset (``POST /v1/quotes``).
+
+        Parameters
+        ----------
+        dataset_id
+            The dataset.
+        queries
+            Computations the entitlement allows (1 to 1,000,000).
+        epsilon, delta
+            The total (ε, δ) it may spend (0 for exact or HE jobs).
+        periods
+            Subscription periods bought (subscription plans; others 1).
+        payment_method
+            ``credits`` (prepaid balance) or ``stripe`` (a card).
+        compute_units_per_query
+            Compute units each job may use (metered plans).
+        sensitivity, mechanism
+            With a sensitivity, the quote also states the expected error and the
+            95 % confidence half-width of a DP answer at ``epsilon``.
+
+        Returns
+        -------
+        Quote
+            The price, held until ``expires_at``; order it with
+            :meth:`Orders.create`.
+        """
         body: dict[str, Any] = {
             "dataset_id": str(as_uuid(dataset_id, "dataset_id")),
-            "queries": queries,
-            "epsilon": epsilon,
-            "delta": delta,
-            "periods": periods,
-            "compute_units_per_query": compute_units_per_query,
-            "payment_method": payment_method,
-            "mechanism": mechanism,
+            "queries": _int(queries, "queries", 1, 1_000_000),
+            "epsilon": _epsilon(epsilon, "epsilon", positive=False),
+            "delta": _delta(delta),
+            "periods": _int(periods, "periods", 1, 36),
+            "compute_units_per_query": _int(
+                compute_units_per_query, "compute_units_per_query", 1, 1_000_000
+            ),
+            "payment_method": _choice(
+                payment_method, "payment_method", ("credits", "stripe")
+            ),
+            "mechanism": _choice(mechanism, "mechanism", ("laplace", "gaussian")),
         }
         if sensitivity is not None:
-            body["sensitivity"] = sensitivity
+            body["sensitivity"] = _sensitivity(sensitivity)
         return _parse(Quote, self._http.json("POST", "/quotes", json=body), "quote")
 
     def menu(
@@ -78,31 +193,58 @@ class Quotes:
         dataset_id: uuid.UUID | str,
         *,
         sensitivity: float,
-        epsilons: Sequence[float] = (0.1, 0.25, 0.5, 1.0, 2.0),
-        mechanism: Literal["laplace", "gaussian"] = "laplace",
+        epsilons: Sequence[float] = DEFAULT_EPSILONS,
+        mechanism: Mechanism = "laplace",
         delta: float = 0.0,
         queries: int = 1,
-        payment_method: Literal["credits", "stripe"] = "credits",
+        payment_method: PaymentMethod = "credits",
     ) -> QuoteMenu:
-        """Price one DP question at each ε, with its expected error."""
-        if not epsilons:
-            raise InputError("epsilons", "give at least one")
-        body = {
+        """Price one DP question at several ε (``POST /v1/quotes/menu``).
+
+        Parameters
+        ----------
+        dataset_id
+            The dataset.
+        sensitivity
+            The question's sensitivity (what one row can change the answer by).
+        epsilons
+            The ε choices to price (1 to 12, each > 0).
+        mechanism, delta
+            The DP mechanism (``gaussian`` needs ``delta`` > 0).
+        queries, payment_method
+            As for :meth:`create`.
+
+        Returns
+        -------
+        QuoteMenu
+            One option per ε, in increasing ε: expected error, 95 % half-width
+            and a quote to order. Prices never fall as ε grows.
+        """
+        if isinstance(epsilons, str) or not isinstance(epsilons, Sequence):
+            raise InputError("epsilons", "must be a list of numbers")
+        if not 1 <= len(epsilons) <= 12:
+            raise InputError("epsilons", "give 1 to 12 values")
+        body: dict[str, Any] = {
             "dataset_id": str(as_uuid(dataset_id, "dataset_id")),
-            "sensitivity": sensitivity,
-            "epsilons": list(epsilons),
-            "mechanism": mechanism,
-            "delta": delta,
-            "queries": queries,
-            "payment_method": payment_method,
+            "sensitivity": _sensitivity(sensitivity),
+            "epsilons": [
+                _epsilon(e, f"epsilons[{i}]", positive=True)
+                for i, e in enumerate(epsilons)
+            ],
+            "mechanism": _choice(mechanism, "mechanism", ("laplace", "gaussian")),
+            "delta": _delta(delta),
+            "queries": _int(queries, "queries", 1, 1_000_000),
+            "payment_method": _choice(
+                payment_method, "payment_method", ("credits", "stripe")
+            ),
         }
         return _parse(
-            QuoteMenu, self._http.json("POST", "/quotes/menu", json=body), "menu"
+            QuoteMenu, self._http.json("POST", "/quotes/menu", json=body), "quote menu"
         )
 
 
 class Orders:
-    """Purchases of quotes."""
+    """Purchases of quotes (buyers)."""
 
     def __init__(self, http: HTTP) -> None:
         self._http = http
@@ -114,20 +256,63 @@ class Orders:
         payment_method_token: str | None = None,
         idempotency_key: str | None = None,
     ) -> Order:
-        """Buy a quote (credits are held at once; a card is authorised)."""
+        """Buy a quote (``POST /v1/orders``).
+
+        Credits are held from your balance at once; a card (``stripe`` quotes)
+        is authorised, and may need your confirmation (``requires_action``).
+
+        Parameters
+        ----------
+        quote_id
+            A quote of yours that has not expired.
+        payment_method_token
+            The card's payment method (Stripe ``pm_…``); not for credits.
+        idempotency_key
+            The order's key (1 to 255 characters); a fresh uuid4 when omitted.
+            Ordering again with the same key answers the same order.
+
+        Returns
+        -------
+        Order
+            ``active`` with its ``entitlement_id`` once paid.
+
+        Raises
+        ------
+        PaymentRequiredError
+            ``insufficient_funds`` (top up, then order again) or
+            ``payment_declined``; nothing is held.
+        """
         body: dict[str, Any] = {"quote_id": str(as_uuid(quote_id, "quote_id"))}
         if payment_method_token is not None:
-            body["payment_method_token"] = payment_method_token
-        key = idempotency_key or str(uuid.uuid4())
-        response = self._http.request(
-            "POST", "/orders", json=body, headers={"Idempotency-Key": key}
+            body["payment_method_token"] = _text(
+                payment_method_token, "payment_method_token", 1, 255
+            )
+        if idempotency_key is None:
+            key = str(uuid.uuid4())
+        elif (
+            not isinstance(idempotency_key, str)
+            or not idempotency_key.strip()
+            or len(idempotency_key) > 255
+            or not idempotency_key.isascii()
+            or not idempotency_key.isprintable()
+        ):
+            raise InputError(
+                "idempotency_key", "must be 1 to 255 printable ASCII characters"
+            )
+        else:
+            key = idempotency_key
+        raw = self._http.json(
+            "POST", "/orders", json=body, headers={IDEMPOTENCY_HEADER: key}
         )
-        return _parse(Order, response.json(), "order")
+        return _parse(Order, raw, "order")
 
     def get(self, order_id: uuid.UUID | str) -> Order:
-        """An order of yours."""
+        """Return one of your orders (``GET /v1/orders/{id}``)."""
         oid = as_uuid(order_id, "order_id")
         return _parse(Order, self._http.json("GET", f"/orders/{oid}"), "order")
+
+
+# -- entitlements ----------------------------------------------------------------------
 
 
 class Entitlements:
@@ -139,44 +324,48 @@ class Entitlements:
     def list(
         self, dataset_id: uuid.UUID | str | None = None
     ) -> builtins.list[Entitlement]:
-        """Yours as buyer, and those sold on your datasets."""
+        """Your entitlements as buyer, and those sold on your datasets.
+
+        ``GET /v1/entitlements``, optionally only those on ``dataset_id``.
+        """
         params = (
-            {"dataset_id": str(as_uuid(dataset_id, "dataset_id"))}
-            if dataset_id
-            else None
+            None
+            if dataset_id is None
+            else {"dataset_id": str(as_uuid(dataset_id, "dataset_id"))}
         )
-        return _parse_list(
-            Entitlement,
-            self._http.json("GET", "/entitlements", params=params),
-            "entitlement",
-        )
+        raw = self._http.json("GET", "/entitlements", params=params)
+        return _parse_list(Entitlement, raw, "entitlement")
 
     def get(self, entitlement_id: uuid.UUID | str) -> Entitlement:
-        """Quota, ε and money: used, reserved and left."""
+        """Quota, ε and money: used, reserved, left (``GET /v1/entitlements/{id}``)."""
         eid = as_uuid(entitlement_id, "entitlement_id")
-        return _parse(
-            Entitlement, self._http.json("GET", f"/entitlements/{eid}"), "entitlement"
-        )
+        raw = self._http.json("GET", f"/entitlements/{eid}")
+        return _parse(Entitlement, raw, "entitlement")
 
     def charges(self, entitlement_id: uuid.UUID | str) -> builtins.list[Charge]:
-        """What each job reserved and was charged."""
+        """What each job reserved and was charged (``…/{id}/charges``)."""
         eid = as_uuid(entitlement_id, "entitlement_id")
         raw = self._http.json("GET", f"/entitlements/{eid}/charges")
         return _parse_list(Charge, raw, "charge")
 
+    def revoke(self, entitlement_id: uuid.UUID | str, *, reason: str) -> Entitlement:
+        """End one sold on your dataset, or any as operator (``…/{id}/revoke``).
+
+        ``reason`` (3 to 1000 characters) is shown to the buyer.
+        """
+        eid = as_uuid(entitlement_id, "entitlement_id")
+        body = {"reason": _text(reason, "reason", 3, 1000)}
+        raw = self._http.json("POST", f"/entitlements/{eid}/revoke", json=body)
+        return _parse(Entitlement, raw, "entitlement")
+
     def close(self, entitlement_id: uuid.UUID | str) -> Entitlement:
-        """End it early; the unused part of the hold is released."""
+        """End yours early; the unused part of the hold is released (``…/close``)."""
         eid = as_uuid(entitlement_id, "entitlement_id")
         raw = self._http.json("POST", f"/entitlements/{eid}/close")
         return _parse(Entitlement, raw, "entitlement")
 
-    def revoke(self, entitlement_id: uuid.UUID | str, *, reason: str) -> Entitlement:
-        """End one sold on your dataset (or as operator), with a reason."""
-        eid = as_uuid(entitlement_id, "entitlement_id")
-        raw = self._http.json(
-            "POST", f"/entitlements/{eid}/revoke", json={"reason": reason}
-        )
-        return _parse(Entitlement, raw, "entitlement")
+
+# -- money -----------------------------------------------------------------------------
 
 
 class Balances:
@@ -186,12 +375,57 @@ class Balances:
         self._http = http
 
     def list(self) -> builtins.list[Balance]:
-        """Every account of your organisation."""
+        """Every account of your organisation, per currency (``GET /v1/balances``)."""
         return _parse_list(Balance, self._http.json("GET", "/balances"), "balance")
 
 
+class Credits:
+    """Prepaid credits (operator)."""
+
+    def __init__(self, http: HTTP) -> None:
+        self._http = http
+
+    def top_up(
+        self,
+        organisation_id: uuid.UUID | str,
+        amount_minor: int,
+        *,
+        reference: str,
+        currency: str = "EUR",
+    ) -> Balance:
+        """Record a buyer's prepaid payment as credits (operator).
+
+        ``POST /v1/organisations/{id}/credits``.
+
+        Parameters
+        ----------
+        organisation_id
+            The buyer organisation.
+        amount_minor
+            The amount paid, in minor units (positive).
+        reference
+            The payment this records (a bank transfer id), 1 to 100 characters;
+            unique, so the same payment is never credited twice.
+        currency
+            A three-letter code.
+
+        Returns
+        -------
+        Balance
+            The buyer's credit balance after the top-up.
+        """
+        oid = as_uuid(organisation_id, "organisation_id")
+        body = {
+            "amount_minor": _int(amount_minor, "amount_minor", 1, 10**12),
+            "currency": _currency(currency),
+            "reference": _text(reference, "reference", 1, 100),
+        }
+        raw = self._http.json("POST", f"/organisations/{oid}/credits", json=body)
+        return _parse(Balance, raw, "balance")
+
+
 class Settlements:
-    """Settlement runs and statements."""
+    """Settlement runs (operator, regulator) and payee statements."""
 
     def __init__(self, http: HTTP) -> None:
         self._http = http
@@ -199,40 +433,74 @@ class Settlements:
     def run(
         self, period_start: datetime, period_end: datetime, *, currency: str = "EUR"
     ) -> SettlementRun:
-        """Settle a past period (operator)."""
+        """Settle the charges captured in ``[period_start, period_end)`` (operator).
+
+        ``POST /v1/settlements``; both bounds timezone-aware, the end in the past.
+        The same period again resumes unpaid payouts or answers the same run.
+        """
+        start = _aware(period_start, "period_start")
+        end = _aware(period_end, "period_end")
+        if end <= start:
+            raise InputError("period_end", "must be after period_start")
         body = {
-            "period_start": _aware(period_start, "period_start"),
-            "period_end": _aware(period_end, "period_end"),
-            "currency": currency,
+            "period_start": start.isoformat(),
+            "period_end": end.isoformat(),
+            "currency": _currency(currency),
         }
         raw = self._http.json("POST", "/settlements", json=body)
-        return _parse(SettlementRun, raw, "settlement")
+        return _parse(SettlementRun, raw, "settlement run")
 
     def list(self) -> builtins.list[SettlementRun]:
-        """Every run (operator, regulator)."""
-        return _parse_list(
-            SettlementRun, self._http.json("GET", "/settlements"), "settlement"
-        )
+        """Every run, newest period first (``GET /v1/settlements``)."""
+        raw = self._http.json("GET", "/settlements")
+        return _parse_list(SettlementRun, raw, "settlement run")
+
+    def get(self, settlement_id: uuid.UUID | str) -> SettlementRun:
+        """One run and its payouts (``GET /v1/settlements/{id}``)."""
+        sid = as_uuid(settlement_id, "settlement_id")
+        raw = self._http.json("GET", f"/settlements/{sid}")
+        return _parse(SettlementRun, raw, "settlement run")
 
     def statement(
         self, settlement_id: uuid.UUID | str, payee_id: uuid.UUID | str
     ) -> Statement:
-        """A payee's statement for a run."""
-        sid = as_uuid(settlement_id, "settlement_id")
-        pid = as_uuid(payee_id, "payee_id")
-        raw = self._http.json("GET", f"/settlements/{sid}/statements/{pid}")
+        """A payee's statement for a run (the payee, operator or regulator)."""
+        path = self._statement_path(settlement_id, payee_id)
+        raw = self._http.json("GET", path, params={"format": "json"})
         return _parse(Statement, raw, "statement")
 
     def statement_csv(
         self, settlement_id: uuid.UUID | str, payee_id: uuid.UUID | str
     ) -> str:
-        """The same statement as CSV text."""
-        sid = as_uuid(settlement_id, "settlement_id")
-        pid = as_uuid(payee_id, "payee_id")
+        """The same statement as CSV text (a header row, then one row per line)."""
+        path = self._statement_path(settlement_id, payee_id)
         response = self._http.request(
-            "GET",
-            f"/settlements/{sid}/statements/{pid}",
-            params={"format": "csv"},
-            headers={"Accept": "text/csv"},
+            "GET", path, params={"format": "csv"}, headers={"Accept": "text/csv"}
         )
         return response.text
+
+    @staticmethod
+    def _statement_path(
+        settlement_id: uuid.UUID | str, payee_id: uuid.UUID | str
+    ) -> str:
+        sid = as_uuid(settlement_id, "settlement_id")
+        pid = as_uuid(payee_id, "payee_id")
+        return f"/settlements/{sid}/statements/{pid}"
+
+
+class Journal:
+    """The money journal's health (operator, regulator)."""
+
+    def __init__(self, http: HTTP) -> None:
+        self._http = http
+
+    def check(self) -> JournalCheck:
+        """Recompute the journal's invariants (``GET /v1/journal/check``).
+
+        Returns
+        -------
+        JournalCheck
+            ``ok`` when every entry balances and every balance matches its lines.
+        """
+        raw = self._http.json("GET", "/journal/check")
+        return _parse(JournalCheck, raw, "journal check")

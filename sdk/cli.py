@@ -4,7 +4,7 @@
 * ``jobs_app`` — ``veilx jobs show | list | approve | deny | wait``
 * ``receipts_app`` — ``veilx receipts show | verify``
 * ``keys_app`` — ``veilx keys generate | list``
-* ``datasets_app`` — ``veilx datasets budget``
+* ``datasets_app`` — ``veilx datasets budget | quote | buy | entitlements``
 
 Credentials come from ``--api-key`` (or ``VEILX_API_KEY``) and ``--url`` (or
 ``VEILX_URL``); local HE keys live in ``--key-dir`` (or ``VEILX_KEY_DIR``).
@@ -42,6 +42,7 @@ from sdk.types import (
     InferenceResult,
     Job,
     JobProgress,
+    Quote,
 )
 
 __all__ = ["compute_app", "datasets_app", "jobs_app", "keys_app", "receipts_app"]
@@ -56,12 +57,15 @@ keys_app = typer.Typer(
     help="Local HE keys (secret keys never leave this machine).",
     no_args_is_help=True,
 )
-datasets_app = typer.Typer(help="Dataset listings.", no_args_is_help=True)
+datasets_app = typer.Typer(
+    help="Dataset listings: privacy budgets, quotes, purchases, entitlements.",
+    no_args_is_help=True,
+)
 
 
 @datasets_app.callback()
 def _datasets() -> None:
-    """Dataset listings (a group even while it has one command)."""
+    """Dataset listings: privacy budgets, quotes, purchases, entitlements."""
 
 
 ApiKey = Annotated[
@@ -898,4 +902,166 @@ def datasets_budget(
             f"no privacy budget spent on {budget.dataset_id} yet", markup=False
         )
         return
+    _out().print(table)
+
+
+# -- trading ------------------------------------------------------------------------
+
+# ISO 4217 currencies without minor units; the rest have two.
+_ZERO_DECIMAL = frozenset(
+    "BIF CLP DJF GNF ISK JPY KMF KRW PYG RWF UGX VND VUV XAF XOF XPF".split()
+)
+
+
+def _money(amount_minor: int, currency: str) -> str:
+    if currency in _ZERO_DECIMAL:
+        return f"{amount_minor:,} {currency}"
+    return f"{amount_minor / 100:,.2f} {currency}"
+
+
+def _quote_table(quote: Quote) -> Table:
+    table = Table(show_header=False, box=None)
+    table.add_column("field", style="bold")
+    table.add_column("value")
+    for name, value in (
+        ("quote", quote.id),
+        ("dataset", quote.dataset_id),
+        ("plan", quote.plan_kind),
+        ("queries", quote.queries),
+        ("periods", quote.periods if quote.periods != 1 else None),
+        (
+            "privacy",
+            f"ε={quote.epsilon:g} δ={quote.delta:g}" if quote.epsilon else None,
+        ),
+        (
+            "expected error",
+            f"±{quote.expected_abs_error:.4g} (95% ±{quote.ci95_half_width:.4g})"
+            if quote.expected_abs_error is not None
+            and quote.ci95_half_width is not None
+            else None,
+        ),
+        ("price", _money(quote.gross_minor, quote.currency)),
+        (
+            "surcharge",
+            _money(quote.surcharge_minor, quote.currency)
+            if quote.surcharge_minor
+            else None,
+        ),
+        (
+            "to pay",
+            f"{_money(quote.amount_minor, quote.currency)} by {quote.payment_method}",
+        ),
+        ("expires", quote.expires_at.isoformat()),
+    ):
+        if value is not None:
+            table.add_row(name, str(value))
+    return table
+
+
+@datasets_app.command("quote")
+def datasets_quote(
+    ctx: typer.Context,
+    dataset: Annotated[str, typer.Argument(help="Dataset id.")],
+    queries: Annotated[int, typer.Option(min=1, help="Computations to buy.")] = 1,
+    epsilon: Annotated[
+        float, typer.Option(min=0.0, help="Total DP ε to buy (0: exact/HE jobs).")
+    ] = 0.0,
+    delta: Annotated[float, typer.Option(min=0.0, help="Total DP δ.")] = 0.0,
+    periods: Annotated[
+        int, typer.Option(min=1, help="Subscription periods (subscription plans).")
+    ] = 1,
+    sensitivity: Annotated[
+        float | None,
+        typer.Option(help="The query's sensitivity, to state the expected DP error."),
+    ] = None,
+    mechanism: Annotated[str, typer.Option(help="laplace or gaussian.")] = "laplace",
+    as_json: AsJson = False,
+    api_key: ApiKey = None,
+    url: Url = DEFAULT_BASE_URL,
+) -> None:
+    """Price an entitlement on a dataset, paid with credits."""
+    if mechanism not in ("laplace", "gaussian"):
+        fail(f"--mechanism: {mechanism!r} is not laplace or gaussian")
+    with _connect(ctx, api_key, url, None) as client, _reported():
+        quote = client.quotes.create(
+            dataset,
+            queries=queries,
+            epsilon=epsilon,
+            delta=delta,
+            periods=periods,
+            sensitivity=sensitivity,
+            mechanism="gaussian" if mechanism == "gaussian" else "laplace",
+        )
+    if as_json:
+        _out().print_json(quote.model_dump_json())
+        return
+    _out().print(_quote_table(quote))
+
+
+@datasets_app.command("buy")
+def datasets_buy(
+    ctx: typer.Context,
+    quote: Annotated[str, typer.Argument(help="Quote id (from `datasets quote`).")],
+    idempotency_key: Annotated[
+        str | None,
+        typer.Option(
+            "--idempotency-key",
+            help="Reuse to retry safely: the same key never buys twice.",
+            show_default=False,
+        ),
+    ] = None,
+    as_json: AsJson = False,
+    api_key: ApiKey = None,
+    url: Url = DEFAULT_BASE_URL,
+) -> None:
+    """Order a quote with your credits; print the entitlement it grants."""
+    with _connect(ctx, api_key, url, None) as client, _reported():
+        order = client.orders.create(quote, idempotency_key=idempotency_key)
+    if as_json:
+        _out().print_json(order.model_dump_json())
+        return
+    if order.status != "active" or order.entitlement_id is None:
+        why = f": {order.failure_reason}" if order.failure_reason else ""
+        fail(f"order {order.id} is {order.status}{why}")
+    _out().print(
+        f"order {order.id} paid {_money(order.amount_minor, order.currency)}: "
+        f"entitlement {order.entitlement_id}",
+        markup=False,
+        highlight=False,
+    )
+
+
+@datasets_app.command("entitlements")
+def datasets_entitlements(
+    ctx: typer.Context,
+    dataset: Annotated[
+        str | None, typer.Argument(help="Only those on this dataset.")
+    ] = None,
+    as_json: AsJson = False,
+    api_key: ApiKey = None,
+    url: Url = DEFAULT_BASE_URL,
+) -> None:
+    """List your entitlements: queries, ε and money used and left."""
+    with _connect(ctx, api_key, url, None) as client, _reported():
+        found = client.entitlements.list(dataset)
+    if as_json:
+        _out().print_json(data=[e.model_dump(mode="json") for e in found])
+        return
+    if not found:
+        _out().print("no entitlements", markup=False)
+        return
+    table = Table(title=f"{len(found)} entitlement{'s' if len(found) != 1 else ''}")
+    for name in ("id", "dataset", "status", "queries", "ε", "charged", "expires"):
+        table.add_column(name, justify="right" if name in ("queries", "ε") else "left")
+    for e in found:
+        table.add_row(
+            str(e.id),
+            str(e.dataset_id),
+            e.status,
+            f"{e.queries_used + e.queries_reserved} / {e.quota_queries}",
+            f"{e.epsilon_used + e.epsilon_reserved:g} / {e.epsilon_budget:g}",
+            f"{_money(e.amount_captured_minor, e.currency)} of "
+            f"{_money(e.amount_authorized_minor, e.currency)}",
+            e.expires_at.strftime("%Y-%m-%d %H:%M"),
+        )
     _out().print(table)

@@ -18,8 +18,15 @@ Tree::
     │   ├── NotFoundError          404
     │   ├── ConflictError          409: state conflict, key reuse, duplicates
     │   ├── InvalidRequestError    400 / 422: ``errors`` lists ``FieldError``
+    │   ├── PaymentRequiredError   402: money or an entitlement is missing;
+    │   │                          ``code``: ``insufficient_funds``,
+    │   │                          ``entitlement_required``,
+    │   │                          ``entitlement_exhausted``, ``payment_declined``
     │   ├── RateLimitError         429: ``retry_after`` seconds, when given
     │   └── ServerError            5xx
+    │       └── PaymentUnavailableError  503 ``payment_unavailable``: the payment
+    │                                    provider is unreachable; retry the same
+    │                                    request (same idempotency key)
     ├── InputError                 (also ValueError) the SDK refused an argument
     │                              before sending anything; ``field``, ``reason``
     ├── JobFailedError             a job ended failed, rejected or expired;
@@ -58,6 +65,8 @@ __all__ = [
     "JobFailedError",
     "KeyStoreError",
     "NotFoundError",
+    "PaymentRequiredError",
+    "PaymentUnavailableError",
     "PermissionDeniedError",
     "RateLimitError",
     "ReceiptVerificationError",
@@ -180,6 +189,16 @@ class ConflictError(APIError):
     """409: the request conflicts with the current state."""
 
 
+class PaymentRequiredError(APIError):
+    """402: the request needs money or an entitlement the buyer does not have.
+
+    ``code`` says which: ``insufficient_funds`` (top up credits, then order
+    again), ``payment_declined`` (the card was refused; nothing is held),
+    ``entitlement_required`` (buy an entitlement on the dataset first) or
+    ``entitlement_exhausted`` (its quota, ε budget or money is used up).
+    """
+
+
 class InvalidRequestError(APIError):
     """400 or 422: the request is malformed or a field is invalid.
 
@@ -249,6 +268,14 @@ class RateLimitError(APIError):
 
 class ServerError(APIError):
     """5xx: the exchange failed to handle the request."""
+
+
+class PaymentUnavailableError(ServerError):
+    """503 ``payment_unavailable``: the payment provider cannot be reached.
+
+    Nothing was bought; the same request may be retried (the SDK does, with
+    ``max_network_retries``, reusing the order's idempotency key).
+    """
 
 
 class InputError(VeilxError, ValueError):

@@ -51,6 +51,7 @@ __all__ = [
     "InferenceResult",
     "Job",
     "JobProgress",
+    "JournalCheck",
     "KeyInfo",
     "MenuOption",
     "ModelEvalResult",
@@ -606,7 +607,28 @@ class InferenceResult(_Result):
 
 
 class Quote(_Response):
-    """A price for an entitlement, held until ``expires_at`` (``POST /v1/quotes``)."""
+    """A price for an entitlement, held until ``expires_at`` (``POST /v1/quotes``).
+
+    Amounts are integers in minor units (cents) of ``currency``.
+
+    Attributes
+    ----------
+    plan_kind
+        The dataset's pricing plan (``per_query``, ``privacy_priced``, …).
+    queries, periods, epsilon, delta
+        The terms priced: computations, subscription periods, total (ε, δ).
+    gross_minor
+        The provider's price for these terms (``exchange_fee_minor`` inside it).
+    surcharge_minor
+        What the payment method adds (0 for credits).
+    amount_minor
+        What ordering holds: ``gross_minor + surcharge_minor``.
+    expected_abs_error, ci95_half_width
+        With a ``sensitivity``: the DP answer's expected absolute error and 95 %
+        confidence half-width at the quoted ε.
+    compute_units_estimate, rows_estimate
+        What metered plans priced.
+    """
 
     id: uuid.UUID
     dataset_id: uuid.UUID
@@ -629,7 +651,10 @@ class Quote(_Response):
 
 
 class MenuOption(_Response):
-    """One (ε, expected error, price) choice of a DP quote menu."""
+    """One (ε, expected error, price) choice of a DP quote menu.
+
+    ``quote`` is an ordinary quote: pass ``quote.id`` to ``client.orders.create``.
+    """
 
     epsilon: float
     delta: float
@@ -639,7 +664,10 @@ class MenuOption(_Response):
 
 
 class QuoteMenu(_Response):
-    """Several priced ε choices for one DP question."""
+    """Several priced ε choices for one DP question (``POST /v1/quotes/menu``).
+
+    ``options`` are in increasing ε; prices never fall as ε grows.
+    """
 
     dataset_id: uuid.UUID
     mechanism: str
@@ -648,7 +676,19 @@ class QuoteMenu(_Response):
 
 
 class Order(_Response):
-    """A purchase of a quote; ``entitlement_id`` once paid."""
+    """A purchase of a quote (``POST /v1/orders``).
+
+    Attributes
+    ----------
+    status
+        ``active`` (paid; ``entitlement_id`` set), ``pending``,
+        ``requires_action`` (confirm the card with ``client_secret``) or
+        ``failed`` (``failure_reason``).
+    amount_minor, currency
+        What the payment holds.
+    entitlement_id
+        The entitlement the order granted, once paid.
+    """
 
     id: uuid.UUID
     quote_id: uuid.UUID
@@ -664,7 +704,25 @@ class Order(_Response):
 
 
 class Entitlement(_Response):
-    """The right to run computations: quota, ε budget, money, expiry."""
+    """The right to run computations on a dataset: quota, ε budget, money, expiry.
+
+    Each counter has a ``…_used`` (or ``…_captured``) part, spent by finished
+    jobs, and a ``…_reserved`` part, held by running ones.
+
+    Attributes
+    ----------
+    status
+        ``active``, ``revoked``, ``expired`` or ``closed``.
+    quota_queries, queries_used, queries_reserved
+        Computations bought, spent and held.
+    epsilon_budget, epsilon_used, epsilon_reserved
+        The ε bought, spent and held.
+    amount_authorized_minor, amount_reserved_minor, amount_captured_minor
+        The money held when bought, held by running jobs and charged.
+    finalized_at
+        When the payment was settled with the provider (closed, expired or used
+        up): the captured amount collected and the rest released.
+    """
 
     id: uuid.UUID
     order_id: uuid.UUID
@@ -690,7 +748,12 @@ class Entitlement(_Response):
 
 
 class Charge(_Response):
-    """What a job reserved against an entitlement and was charged."""
+    """What a job reserved against an entitlement and was charged.
+
+    ``kind`` is ``job`` (one computation) or ``prepaid`` (a subscription's
+    periods, ``job_id`` None); ``status`` is ``reserved``, ``captured`` or
+    ``voided`` (``void_reason``: the job failed, was rejected or expired).
+    """
 
     kind: str
     job_id: uuid.UUID | None = None
@@ -706,7 +769,12 @@ class Charge(_Response):
 
 
 class Balance(_Response):
-    """One of an organisation's accounts."""
+    """One of an organisation's accounts (``GET /v1/balances``).
+
+    ``kind`` is ``buyer_funds`` (prepaid credits) or ``payable`` (what the
+    exchange owes a provider); ``balance_minor`` is in minor units of
+    ``currency``.
+    """
 
     code: str
     kind: str
@@ -726,7 +794,11 @@ class Payout(_Response):
 
 
 class SettlementRun(_Response):
-    """A settlement of one period and currency."""
+    """A settlement of the charges captured in ``[period_start, period_end)``.
+
+    ``gross_minor`` is what buyers paid, ``fee_minor`` the exchange's part,
+    ``payout_minor`` what ``payouts`` pay the payees.
+    """
 
     id: uuid.UUID
     currency: str
@@ -754,7 +826,7 @@ class StatementLine(_Response):
 
 
 class Statement(_Response):
-    """A payee's statement for one settlement run."""
+    """A payee's statement for one settlement run, one line per charge."""
 
     settlement_id: uuid.UUID
     payee_id: uuid.UUID
@@ -765,3 +837,27 @@ class Statement(_Response):
     fee_minor: int
     payout_minor: int
     lines: builtins.list[StatementLine]
+
+
+class JournalCheck(_Response):
+    """The money journal's invariants, recomputed from its lines (``ok`` if all hold).
+
+    Attributes
+    ----------
+    ok
+        Every entry balances and every account's balance matches its lines.
+    entries
+        Journal entries checked.
+    unbalanced_entries
+        Ids of entries whose lines do not sum to zero per currency.
+    drifted_accounts
+        Accounts whose stored balance differs from the sum of their lines.
+    negative_accounts
+        Accounts below zero that must never be.
+    """
+
+    ok: bool
+    entries: int
+    unbalanced_entries: builtins.list[int]
+    drifted_accounts: builtins.list[str]
+    negative_accounts: builtins.list[str]
