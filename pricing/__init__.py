@@ -20,6 +20,8 @@ from pricing._contribution import (
 )
 from pricing._engine import (
     EPSILON_SCALE,
+    MAX_EPSILON_MICRO,
+    MAX_QUERIES,
     EntitlementTerms,
     PricingError,
     QuotaExceeded,
@@ -67,7 +69,9 @@ from pricing.plans import (
 __all__ = [
     "DEFAULT_MENU_EPSILONS",
     "EPSILON_SCALE",
+    "MAX_EPSILON_MICRO",
     "MAX_EXACT_PARTIES",
+    "MAX_QUERIES",
     "PRICING_PLAN_ADAPTER",
     "TOTAL_BPS",
     "Accuracy",

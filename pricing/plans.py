@@ -7,7 +7,6 @@ computing a quote from it belongs to the pricing engine.
 from __future__ import annotations
 
 import itertools
-import math
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, model_validator
@@ -158,7 +157,8 @@ def reference_price_minor(plan: AnyPlan) -> int:
     Fixed: the price per query. Subscription: the period price spread over its
     quota, rounded up. Metered: the charge for one million rows scanned and one
     compute unit, at least the minimum. Privacy-priced: the price at the reference
-    ε, rounded up. Tiered: the first tier's unit price.
+    ε, rounded up — exactly what the pricing engine charges a job at that ε
+    (:func:`pricing.charge_minor`). Tiered: the first tier's unit price.
     """
     match plan:
         case FixedPerQuery():
@@ -171,10 +171,10 @@ def reference_price_minor(plan: AnyPlan) -> int:
                 plan.price_per_million_rows_minor + plan.price_per_compute_unit_minor,
             )
         case PrivacyPriced():
-            eps: float = plan.reference_epsilon**plan.exponent
-            variable = plan.price_per_epsilon_minor * eps
-            # Float noise (100 × 0.07 = 7.000000000000001) must not round a whole
-            # amount up a unit; that would also break subadditivity.
-            return plan.base_price_minor + math.ceil(variable * (1 - 1e-15))
+            # The engine's price at the reference ε, so the headline is what a job
+            # there is charged (imported here: the engine imports this module).
+            from pricing._engine import reference_variable_minor
+
+            return plan.base_price_minor + reference_variable_minor(plan)
         case VolumeTiered():
             return plan.tiers[0].price_per_query_minor

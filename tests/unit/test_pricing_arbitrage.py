@@ -271,3 +271,54 @@ def test_quotes_need_an_aware_clock() -> None:
 def test_one_query_is_quoted_at_its_exact_price(plan: PrivacyPriced, eps: int) -> None:
     terms = EntitlementTerms(queries=1, epsilon_micro=eps)
     assert authorization_minor(plan, terms) == _price(plan, eps)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    plan=privacy_plans,
+    eps=st.sampled_from([0.01, 0.07, 0.1, 0.25, 0.3, 1.0, 2.5, 7.0]),
+)
+def test_the_headline_price_is_what_a_job_at_the_reference_epsilon_costs(
+    plan: PrivacyPriced, eps: float
+) -> None:
+    plan = plan.model_copy(update={"reference_epsilon": eps})
+    micro_eps = epsilon_to_micro(eps)
+    assert pricing.reference_price_minor(plan) == _price(plan, micro_eps)
+
+
+def test_whole_amounts_are_not_rounded_up() -> None:
+    plan = PrivacyPriced(
+        currency="EUR", base_price_minor=0, price_per_epsilon_minor=2000, exponent=0.5
+    )
+    assert _price(plan, epsilon_to_micro(0.25)) == 1000
+    assert _price(plan, epsilon_to_micro(1.0)) == 2000
+
+
+@pytest.mark.parametrize(
+    ("build", "field"),
+    [
+        (lambda: Usage(queries=-1), "queries"),
+        (lambda: Usage(rows_scanned=1.5), "rows_scanned"),  # type: ignore[arg-type]
+        (lambda: Usage(epsilon_micro=pricing.MAX_EPSILON_MICRO + 1), "epsilon_micro"),
+        (lambda: Usage(delta=float("nan")), "delta"),
+        (lambda: EntitlementTerms(queries=0), "queries"),
+        (lambda: EntitlementTerms(queries=pricing.MAX_QUERIES + 1), "queries"),
+        (lambda: EntitlementTerms(queries=1, periods=True), "periods"),
+    ],
+)
+def test_bad_counts_name_their_field(build: object, field: str) -> None:
+    with pytest.raises(PricingError, match=rf"^{field}: "):
+        build()  # type: ignore[operator]
+
+
+def test_a_used_quota_says_how_many_periods() -> None:
+    plan = Subscription(
+        currency="EUR",
+        price_per_period_minor=1000,
+        period="month",
+        queries_per_period=2,
+    )
+    assert charge_minor(plan, Usage(), prior_queries=3, periods=2) == 0
+    with pytest.raises(QuotaExceeded, match="4 for 2 periods") as caught:
+        charge_minor(plan, Usage(), prior_queries=4, periods=2)
+    assert caught.value.periods == 2
