@@ -40,10 +40,13 @@ __all__ = [
     "BatchAnchored",
     "CreditsWithdrawn",
     "DataAssetRegistry",
+    "EscrowHold",
     "FeesWithdrawn",
     "OnChainAsset",
+    "PaymentEscrow",
     "ReceiptAnchor",
     "Settlement",
+    "SettlementToken",
     "Share",
     "SharesChanged",
     "Submitted",
@@ -689,4 +692,161 @@ class ReceiptAnchor(_Wrapper):
 
     def submit_grant_operator(self, account: str) -> TxReceipt:
         """Grant ``OPERATOR_ROLE`` (anchoring) to ``account``."""
+        return self._grant(OPERATOR_ROLE, account)
+
+
+# --- SettlementToken and PaymentEscrow ---------------------------------------------
+
+MINTER_ROLE = keccak(text="MINTER_ROLE")
+
+
+class SettlementToken(_Wrapper):
+    """The ERC-20 settlement token (minor units; the embedded chain mints its own).
+
+    Parameters are those of :class:`DataAssetRegistry`.
+    """
+
+    _artifact = "SettlementToken"
+
+    def get_balance_of(self, account: str) -> int:
+        """``account``'s token balance."""
+        return int(self._read("balanceOf", Web3.to_checksum_address(account)))
+
+    def get_decimals(self) -> int:
+        """The token's decimals: its currency's minor-unit exponent."""
+        return int(self._read("decimals"))
+
+    def get_symbol(self) -> str:
+        """The token's symbol."""
+        return str(self._read("symbol"))
+
+    def submit_mint(self, to: str, amount: int) -> TxReceipt:
+        """Create ``amount`` for ``to`` (needs ``MINTER_ROLE``)."""
+        return self._submit("mint", Web3.to_checksum_address(to), amount)
+
+    def submit_transfer(self, to: str, amount: int) -> TxReceipt:
+        """Send ``amount`` of the sender's tokens to ``to``."""
+        return self._submit("transfer", Web3.to_checksum_address(to), amount)
+
+    def submit_approve(self, spender: str, amount: int) -> TxReceipt:
+        """Allow ``spender`` to pull up to ``amount`` of the sender's tokens."""
+        return self._submit("approve", Web3.to_checksum_address(spender), amount)
+
+
+@dataclass(frozen=True, slots=True)
+class EscrowHold:
+    """A hold of :class:`PaymentEscrow`.
+
+    ``state`` is :attr:`NONE` (unknown), :attr:`HELD`, :attr:`CAPTURED` or
+    :attr:`CANCELED`.
+    """
+
+    NONE: ClassVar[int] = 0
+    HELD: ClassVar[int] = 1
+    CAPTURED: ClassVar[int] = 2
+    CANCELED: ClassVar[int] = 3
+
+    buyer: ChecksumAddress
+    expires_at: int
+    state: int
+    amount: int
+    captured: int
+
+
+class PaymentEscrow(_Wrapper):
+    """Buyers' deposits, order holds, captures, payouts and pull withdrawals.
+
+    Parameters are those of :class:`DataAssetRegistry`.
+    """
+
+    _artifact = "PaymentEscrow"
+
+    @staticmethod
+    def hold_id(key: str) -> bytes:
+        """The hold id of an order key: ``keccak256("veilx.hold.v1:" ‖ key)``."""
+        return keccak(text=f"veilx.hold.v1:{key}")
+
+    @staticmethod
+    def payout_id(key: str) -> bytes:
+        """The payout id of a payout key: ``keccak256("veilx.payout.v1:" ‖ key)``."""
+        return keccak(text=f"veilx.payout.v1:{key}")
+
+    def get_balance_of(self, account: str) -> int:
+        """What ``account`` may withdraw."""
+        return int(self._read("balanceOf", Web3.to_checksum_address(account)))
+
+    def get_hold(self, hold_id: bytes) -> EscrowHold:
+        """Hold ``hold_id`` (state ``NONE`` when unknown)."""
+        raw = self._read("holdOf", _bytes32(hold_id, "hold_id"))
+        keys = ("buyer", "expiresAt", "state", "amount", "captured")
+        values: list[Any] = (
+            [raw[k] for k in keys] if _is_map(raw) else [raw[i] for i in range(5)]
+        )
+        return EscrowHold(
+            buyer=Web3.to_checksum_address(values[0]),
+            expires_at=int(values[1]),
+            state=int(values[2]),
+            amount=int(values[3]),
+            captured=int(values[4]),
+        )
+
+    def get_is_paid_out(self, payout_id: bytes) -> bool:
+        """Whether payout ``payout_id`` was credited."""
+        return bool(self._read("isPaidOut", _bytes32(payout_id, "payout_id")))
+
+    def get_held(self) -> int:
+        """The money in open holds."""
+        return int(self._read("held"))
+
+    def get_captured(self) -> int:
+        """Captured money not yet paid out or collected (the exchange's fees)."""
+        return int(self._read("captured"))
+
+    def get_token(self) -> ChecksumAddress:
+        """The settlement token's address."""
+        return Web3.to_checksum_address(self._read("token"))
+
+    def submit_deposit(self, account: str, amount: int) -> TxReceipt:
+        """Pull ``amount`` of the sender's (approved) tokens into ``account``."""
+        return self._submit("deposit", Web3.to_checksum_address(account), amount)
+
+    def submit_hold(
+        self, hold_id: bytes, buyer: str, amount: int, expires_at: int
+    ) -> TxReceipt:
+        """Hold ``amount`` of ``buyer``'s balance (needs ``OPERATOR_ROLE``)."""
+        return self._submit(
+            "hold",
+            _bytes32(hold_id, "hold_id"),
+            Web3.to_checksum_address(buyer),
+            amount,
+            expires_at,
+        )
+
+    def submit_capture(self, hold_id: bytes, amount: int) -> TxReceipt:
+        """Capture ``amount`` of a hold and release the rest."""
+        return self._submit("capture", _bytes32(hold_id, "hold_id"), amount)
+
+    def submit_cancel(self, hold_id: bytes) -> TxReceipt:
+        """Release a hold whole (the operator; the buyer once it expired)."""
+        return self._submit("cancel", _bytes32(hold_id, "hold_id"))
+
+    def submit_payout(self, payout_id: bytes, payee: str, amount: int) -> TxReceipt:
+        """Credit ``amount`` of the captured money to ``payee``."""
+        return self._submit(
+            "payout",
+            _bytes32(payout_id, "payout_id"),
+            Web3.to_checksum_address(payee),
+            amount,
+        )
+
+    def submit_withdraw(self) -> TxReceipt:
+        """Send the sender its whole balance."""
+        return self._submit("withdraw")
+
+    def submit_collect(self, recipient: str, amount: int) -> TxReceipt:
+        """Send ``amount`` of the fees to ``recipient`` (needs the admin role)."""
+        return self._submit("collect", Web3.to_checksum_address(recipient), amount)
+
+    def submit_grant_operator(self, account: str) -> TxReceipt:
+        """Grant ``OPERATOR_ROLE`` (holds, captures, payouts) to ``account``."""
         return self._grant(OPERATOR_ROLE, account)

@@ -42,7 +42,13 @@ from eth_typing import ChecksumAddress
 from web3 import Web3
 
 from ledger._artifacts import contracts_dir, load_artifact
-from ledger._contracts import DataAssetRegistry, ReceiptAnchor, Settlement
+from ledger._contracts import (
+    DataAssetRegistry,
+    PaymentEscrow,
+    ReceiptAnchor,
+    Settlement,
+    SettlementToken,
+)
 from ledger._sender import TransactionSender, _Rpc
 from ledger._signer import Signer
 from ledger.errors import ChainIdMismatchError, DeploymentError
@@ -86,6 +92,9 @@ class Deployment:
         The block of the first deployment transaction; event queries start there.
     bytecode_sha256
         Contract name → sha256 hex of the artifact's runtime bytecode deployed.
+    escrow, payment_token
+        The buyers' payment escrow and its ERC-20 (the ``onchain`` way of paying),
+        or ``None`` when the deployment has none.
     """
 
     network: str
@@ -97,6 +106,8 @@ class Deployment:
     deployer: ChecksumAddress
     block_number: int
     bytecode_sha256: dict[str, str] = field(default_factory=dict)
+    escrow: ChecksumAddress | None = None
+    payment_token: ChecksumAddress | None = None
 
     def to_json(self) -> str:
         """The deployment file's text (stable key order, newline-terminated)."""
@@ -112,6 +123,9 @@ class Deployment:
             "block_number": self.block_number,
             "bytecode_sha256": dict(sorted(self.bytecode_sha256.items())),
         }
+        if self.escrow is not None:
+            body["escrow"] = self.escrow
+            body["payment_token"] = self.payment_token
         return json.dumps(body, indent=2) + "\n"
 
     @classmethod
@@ -154,6 +168,10 @@ class Deployment:
             deployer=reader.address("deployer"),
             block_number=reader.integer("block_number", minimum=0),
             bytecode_sha256=reader.digests("bytecode_sha256"),
+            escrow=None if raw.get("escrow") is None else reader.address("escrow"),
+            payment_token=None
+            if raw.get("escrow") is None
+            else reader.address("payment_token"),
         )
 
     def save(self, path: Path) -> None:
@@ -174,12 +192,16 @@ class Deployment:
             raise
 
     def addresses(self) -> dict[str, ChecksumAddress]:
-        """Contract name → address, for the three contracts."""
-        return {
+        """Contract name → address, for the three contracts (and the escrow)."""
+        found = {
             "DataAssetRegistry": self.registry,
             "Settlement": self.settlement,
             "ReceiptAnchor": self.anchor,
         }
+        if self.escrow is not None and self.payment_token is not None:
+            found["PaymentEscrow"] = self.escrow
+            found["SettlementToken"] = self.payment_token
+        return found
 
 
 class _Fields:
@@ -296,8 +318,15 @@ def deploy_contracts(
     network: str,
     operator: str | None = None,
     settlement_token: str | None = None,
+    escrow: bool = False,
+    payment_token: str | None = None,
 ) -> Deployment:
     """Deploy the registry, settlement and anchor, and grant the operator its roles.
+
+    ``escrow`` also deploys the buyers' :class:`~ledger.PaymentEscrow` (operator:
+    ``OPERATOR_ROLE``) over ``payment_token``, or over a new
+    :class:`~ledger.SettlementToken` (“vEUR”, two decimals, the sender its minter)
+    when ``payment_token`` is ``None``.
 
     The sender's account becomes the admin of all three. ``operator`` (default:
     the sender's account) gets ``REGISTRAR_ROLE`` on the registry, ``OPERATOR_ROLE``
@@ -340,6 +369,19 @@ def deploy_contracts(
     bound.submit_grant_pauser(grantee)
     ReceiptAnchor(w3, anchor, sender).submit_grant_operator(grantee)
 
+    names = list(_CONTRACTS)
+    escrow_at: ChecksumAddress | None = None
+    paid_in: ChecksumAddress | None = None
+    if escrow:
+        if payment_token:
+            paid_in = Web3.to_checksum_address(payment_token)
+        else:
+            paid_in = create("SettlementToken", "Veilx Euro", "vEUR", 2, admin)
+            names.append("SettlementToken")
+        escrow_at = create("PaymentEscrow", paid_in, admin)
+        names.append("PaymentEscrow")
+        PaymentEscrow(w3, escrow_at, sender).submit_grant_operator(grantee)
+
     return Deployment(
         network=network,
         chain_id=chain_id,
@@ -349,7 +391,9 @@ def deploy_contracts(
         settlement_token=token,
         deployer=admin,
         block_number=min(blocks),
-        bytecode_sha256={name: _runtime_sha256(name) for name in _CONTRACTS},
+        bytecode_sha256={name: _runtime_sha256(name) for name in names},
+        escrow=escrow_at,
+        payment_token=paid_in,
     )
 
 
@@ -364,6 +408,8 @@ class Ledger:
         Where they live.
     sender
         Sends their ``submit_*`` transactions, or ``None``.
+    escrow, payment_token
+        The payment escrow and its token, or ``None`` when not deployed.
     """
 
     def __init__(
@@ -373,12 +419,16 @@ class Ledger:
         anchor: ReceiptAnchor,
         deployment: Deployment,
         sender: TransactionSender | None,
+        escrow: PaymentEscrow | None = None,
+        payment_token: SettlementToken | None = None,
     ) -> None:
         self.registry = registry
         self.settlement = settlement
         self.anchor = anchor
         self.deployment = deployment
         self.sender = sender
+        self.escrow = escrow
+        self.payment_token = payment_token
 
     def __repr__(self) -> str:
         who = "read-only" if self.sender is None else f"as {self.sender.address}"
@@ -432,4 +482,12 @@ class Ledger:
             anchor=ReceiptAnchor(w3, deployment.anchor, sender, start_block=start),
             deployment=deployment,
             sender=sender,
+            escrow=None
+            if deployment.escrow is None
+            else PaymentEscrow(w3, deployment.escrow, sender, start_block=start),
+            payment_token=None
+            if deployment.payment_token is None
+            else SettlementToken(
+                w3, deployment.payment_token, sender, start_block=start
+            ),
         )

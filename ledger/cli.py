@@ -145,12 +145,31 @@ def deploy(
     force: Annotated[
         bool, typer.Option("--force", help="Overwrite an existing deployment file.")
     ] = False,
+    escrow: Annotated[
+        bool,
+        typer.Option(
+            "--escrow",
+            help="Also deploy the buyers' payment escrow (the onchain way of "
+            "paying), over --payment-token or a new vEUR token.",
+        ),
+    ] = False,
+    payment_token: Annotated[
+        str | None,
+        typer.Option(
+            "--payment-token",
+            help="The ERC-20 buyers pay in (with --escrow); default: a new vEUR.",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Deploy the registry, settlement and anchor and write <network>.json."""
     if keystore is not None and key_env != DEFAULT_KEY_ENV:
         raise typer.BadParameter("give --key-env or --keystore, not both")
     operator = _address(operator, "--operator")
     settlement_token = _address(settlement_token, "--settlement-token")
+    payment_token = _address(payment_token, "--payment-token")
+    if payment_token is not None and not escrow:
+        raise typer.BadParameter("--payment-token needs --escrow")
     try:
         path = deployment_path(network, out if out is not None else deployments_dir())
         if path.exists() and not force:
@@ -166,6 +185,8 @@ def deploy(
             network=network,
             operator=operator,
             settlement_token=settlement_token,
+            escrow=escrow,
+            payment_token=payment_token,
         )
         deployment.save(path)
     except LedgerError as exc:

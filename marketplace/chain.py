@@ -82,7 +82,9 @@ def _open_embedded(settings: Settings) -> ChainRuntime:
             deployment = Deployment.from_json(path.read_text(), source=str(path))
         else:
             sender = TransactionSender(chain.w3, signer)
-            deployment = deploy_contracts(chain.w3, sender, network="embedded")
+            deployment = deploy_contracts(
+                chain.w3, sender, network="embedded", escrow=True
+            )
             deployment.save(path)
         ledger = Ledger.connect(
             chain.w3, deployment, signer, confirmations=settings.chain_confirmations
