@@ -535,6 +535,45 @@ class TransactionSender:
             return self.wait(signed.tx_hash)
         raise AssertionError("unreachable")  # pragma: no cover
 
+    def send_ether(self, to: str, wei: int) -> TxReceipt:
+        """Send ``wei`` to ``to`` (gas money for a wallet); thread-safe like send.
+
+        Raises
+        ------
+        TransactionTimeoutError, ChainConnectionError, LedgerError
+            As :meth:`send` does.
+        """
+        target = Web3.to_checksum_address(to)
+        for attempt in itertools.count(1):
+            with self._lock:
+                block = self._rpc.retry(lambda: self._w3.eth.get_block("latest"))
+                nonce = self._take_nonce()
+                tx: dict[str, Any] = {
+                    "from": self.address,
+                    "to": target,
+                    "value": wei,
+                    "data": b"",
+                    "gas": 21_000,
+                    "nonce": nonce,
+                    "chainId": self._get_chain_id(),
+                    **self._fees(block),
+                }
+                try:
+                    raw = bytes(self._signer.sign_transaction(tx))
+                except BaseException:
+                    self._next_nonce = None
+                    raise
+                tx_hash = "0x" + keccak(raw).hex()
+                signed = SignedTx(raw=raw, tx_hash=tx_hash, nonce=nonce)
+                try:
+                    self.broadcast(signed)
+                except _StaleNonceError:
+                    if attempt >= _NONCE_ATTEMPTS:
+                        raise
+                    continue
+            return self.wait(signed.tx_hash)
+        raise AssertionError("unreachable")  # pragma: no cover
+
 
 # --- RPC access shared with the contract wrappers -----------------------------------
 

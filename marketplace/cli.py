@@ -139,7 +139,10 @@ def worker(
         fail("VEILX_REDIS_URL: Redis does not answer; start it or fix the URL")
     db = Database.from_url(settings.effective_database_url)
     db.upgrade()
-    payments = make_providers(settings)
+    from marketplace.chain import LazyChain
+
+    chain = LazyChain(settings)  # opened on first use: the relay, onchain payments
+    payments = make_providers(settings, chain)
     trading = TradingConfig.from_settings(settings)
     try:
         if once:
@@ -157,10 +160,8 @@ def worker(
         )
         relay_thread = None
         if relay:
-            from marketplace.chain import LazyChain
             from marketplace.services.relay import RelayThread, make_relay
 
-            chain = LazyChain(settings)
             relay_thread = RelayThread(
                 lambda: make_relay(db, chain.get().ledger, settings),
                 settings.ledger_relay_interval_seconds,
@@ -173,9 +174,9 @@ def worker(
         finally:
             if relay_thread is not None:
                 relay_thread.stop()
-                chain.close()
         console.print("veilx worker: stopped", markup=False, highlight=False)
     finally:
+        chain.close()
         queue.close()
         db.dispose()
 

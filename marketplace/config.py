@@ -101,6 +101,21 @@ class Settings(BaseSettings):
     card_surcharge_fixed_minor: int = Field(
         default=25, ge=0, le=10_000, description="Card surcharge per payment."
     )
+    onchain_payments: bool = Field(
+        default=True,
+        description="Offer the onchain way of paying (the chain's payment escrow).",
+    )
+    onchain_currency: str = Field(
+        default="EUR",
+        pattern=r"^[A-Z]{3}$",
+        description="The currency the escrow's token counts in minor units.",
+    )
+    onchain_hold_days: int = Field(
+        default=30,
+        ge=1,
+        le=366,
+        description="Longest onchain entitlement; its hold expires 2 days later.",
+    )
 
     @field_validator("database_url")
     @classmethod

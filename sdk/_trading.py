@@ -44,7 +44,7 @@ __all__ = [
     "Settlements",
 ]
 
-PaymentMethod = Literal["credits", "stripe"]
+PaymentMethod = Literal["credits", "stripe", "onchain"]
 Mechanism = Literal["laplace", "gaussian"]
 DEFAULT_EPSILONS: Final = (0.1, 0.25, 0.5, 1.0, 2.0)
 _CURRENCY = re.compile(r"^[A-Z]{3}$")
@@ -180,7 +180,7 @@ class Quotes:
                 compute_units_per_query, "compute_units_per_query", 1, 1_000_000
             ),
             "payment_method": _choice(
-                payment_method, "payment_method", ("credits", "stripe")
+                payment_method, "payment_method", ("credits", "stripe", "onchain")
             ),
             "mechanism": _choice(mechanism, "mechanism", ("laplace", "gaussian")),
         }
@@ -235,7 +235,7 @@ class Quotes:
             "delta": _delta(delta),
             "queries": _int(queries, "queries", 1, 1_000_000),
             "payment_method": _choice(
-                payment_method, "payment_method", ("credits", "stripe")
+                payment_method, "payment_method", ("credits", "stripe", "onchain")
             ),
         }
         return _parse(

@@ -93,7 +93,7 @@ def create_app(
     kv = kv or open_store(settings.redis_url, namespace=settings.redis_namespace)
     queue = queue or open_queue(settings.redis_url, namespace=settings.redis_namespace)
     chain = chain or LazyChain(settings)
-    payments = payments if payments is not None else make_providers(settings)
+    payments = payments if payments is not None else make_providers(settings, chain)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

@@ -84,6 +84,7 @@ from marketplace.models.search import (
     SearchMeta,
 )
 from marketplace.models.trading import (
+    WALLET_PROOF,
     Account,
     AccountPublic,
     Charge,
@@ -101,6 +102,7 @@ from marketplace.models.trading import (
     OrderCreate,
     OrderPublic,
     OrderStatus,
+    OrgWallet,
     Payout,
     PayoutAccount,
     PayoutAccountPublic,
@@ -114,10 +116,13 @@ from marketplace.models.trading import (
     SettlementRunPublic,
     StatementLine,
     StatementPublic,
+    WalletPublic,
+    WalletRegistration,
     WebhookEvent,
 )
 
 __all__ = [
+    "WALLET_PROOF",
     "Account",
     "AccountPublic",
     "AnchorRef",
@@ -181,6 +186,7 @@ __all__ = [
     "OrderCreate",
     "OrderPublic",
     "OrderStatus",
+    "OrgWallet",
     "Organisation",
     "OrganisationCreate",
     "OrganisationPublic",
@@ -216,6 +222,8 @@ __all__ = [
     "UserSession",
     "VerifyReport",
     "VersionAttestationPublic",
+    "WalletPublic",
+    "WalletRegistration",
     "WebhookEvent",
     "utcnow",
 ]

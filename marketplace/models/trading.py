@@ -74,7 +74,7 @@ __all__ = [
 ]
 
 _ID = BigInteger().with_variant(Integer(), "sqlite")
-PaymentMethod = Literal["credits", "stripe"]
+PaymentMethod = Literal["credits", "stripe", "onchain"]
 
 
 # -- quotes ------------------------------------------------------------------------
@@ -212,7 +212,8 @@ class OrderCreate(SQLModel):
     payment_method_token: str | None = Field(
         default=None,
         max_length=255,
-        description="The card's payment method (Stripe pm_...); not for credits.",
+        description="The card's payment method (Stripe pm_...); for onchain, the "
+        "buyer's registered wallet (optional); not for credits.",
     )
 
 
@@ -632,6 +633,53 @@ class PayoutAccountPublic(SQLModel):
 
     organisation_id: uuid.UUID
     stripe_account_id: str
+
+
+WALLET_PROOF = (
+    "veilx: organisation {organisation_id} pays and is paid from wallet {address}"
+)
+"""The message (EIP-191 ``personal_sign``) a wallet signs to be an organisation's."""
+
+
+class OrgWallet(SQLModel, table=True):
+    """An organisation's wallet: the ``onchain`` way of paying and being paid.
+
+    Registered with a signature of :data:`WALLET_PROOF` by the wallet's key, so no one
+    can name a wallet they do not control.
+    """
+
+    __tablename__ = "org_wallet"
+
+    organisation_id: uuid.UUID = Field(foreign_key="organisation.id", primary_key=True)
+    address: str = Field(max_length=42, unique=True)
+    created_at: datetime = Field(
+        default_factory=utcnow, sa_column=Column(UTCDateTime, nullable=False)
+    )
+
+
+class WalletRegistration(SQLModel):
+    """Register a wallet: its address and its signature of :data:`WALLET_PROOF`."""
+
+    address: str = Field(
+        schema_extra={"pattern": r"^0x[0-9a-fA-F]{40}$"},
+        description="The wallet's address.",
+    )
+    signature: str = Field(
+        schema_extra={"pattern": r"^0x[0-9a-fA-F]{130}$"},
+        description="The wallet's EIP-191 signature of the proof message.",
+    )
+
+
+class WalletPublic(SQLModel):
+    """An organisation's wallet and its balance in the payment escrow."""
+
+    organisation_id: uuid.UUID
+    address: str
+    escrow_balance_minor: int | None = Field(
+        default=None,
+        description="What the wallet may withdraw from (or hold in) the escrow.",
+    )
+    currency: str | None = None
 
 
 class PayoutPublic(SQLModel):

@@ -42,6 +42,7 @@ from marketplace.models import (
     ChargeStatus,
     Entitlement,
     Organisation,
+    OrgWallet,
     Payout,
     PayoutAccount,
     PayoutPublic,
@@ -277,6 +278,27 @@ class SettlementService:
                 idempotency_key=f"payout_{payout.id}",
             )
             reference = transfer.reference
+        elif payout.method == "onchain":
+            wallet = self.session.get(OrgWallet, payout.payee_id)
+            onchain = self.providers.get("onchain")
+            if wallet is None or onchain is None:
+                payout.status = "blocked"
+                payout.reference = (
+                    "no wallet registered for this payee"
+                    if wallet is None
+                    else "onchain payments are not configured"
+                )
+                self.session.add(payout)
+                self.session.commit()
+                return
+            transfer = onchain.transfer(
+                destination=wallet.address,
+                amount_minor=payout.amount_minor,
+                currency=payout.currency,
+                group=f"settlement_{run.id}",
+                idempotency_key=f"payout_{payout.id}",
+            )
+            reference = f"escrow payout {transfer.reference} to {wallet.address}"
         else:
             reference = f"on-chain credit to {org_address(payout.payee_id)}"
         Journal(self.session).post(

@@ -21,10 +21,12 @@ Journal entries (:mod:`marketplace.services.journal`)::
 
     top-up            Dr cash:credits         Cr funds:<buyer>
     order (credits)   Dr funds:<buyer>        Cr hold:<ent>
-    order (card)      Dr auth:<ent>           Cr hold:<ent>
+    order (card,      Dr auth:<ent>           Cr hold:<ent>
+      onchain)
     capture (a job)   Dr hold:<ent>           Cr payable:<payee>…, fees
     finalize credits  Dr hold:<ent> (rest)    Cr funds:<buyer>
     finalize card     Dr cash:stripe          Cr auth:<ent>       (captured)
+     (onchain: cash:onchain, no surcharge)
                       Dr hold:<ent>           Cr surcharges       (card surcharge)
                       Dr hold:<ent> (rest)    Cr auth:<ent>       (released)
 """
@@ -74,6 +76,7 @@ from marketplace.models import (
     OrderPublic,
     OrderStatus,
     Organisation,
+    OrgWallet,
     PayoutAccount,
     PayoutAccountPublic,
     Quote,
@@ -81,6 +84,8 @@ from marketplace.models import (
     QuotePublic,
     QuoteRequestBody,
     Role,
+    WalletPublic,
+    WalletRegistration,
     WebhookEvent,
     utcnow,
 )
@@ -93,6 +98,7 @@ from marketplace.payments import (
     PaymentProvider,
 )
 from marketplace.payments import PaymentUnavailable as ProviderUnavailable
+from marketplace.payments.onchain import OnchainProvider, verify_wallet_proof
 from marketplace.services.catalog import CatalogService
 from marketplace.services.identity import Caller
 from marketplace.services.journal import (
@@ -451,6 +457,10 @@ class TradingService:
                     "this Idempotency-Key already bought another quote"
                 )
             if existing.status == OrderStatus.PENDING.value:
+                if existing.payment_method == "onchain":
+                    body = body.model_copy(
+                        update={"payment_method_token": self._buyer_wallet(buyer, body)}
+                    )
                 return self._authorize(existing, body)
             return self._order_public(existing)
         quote = self.session.get(Quote, body.quote_id)
@@ -469,7 +479,11 @@ class TradingService:
                 f"quote {quote.id} was ordered already", code="quote_ordered"
             )
         self._check_method(quote.payment_method)
-        if quote.payment_method != "credits" and not body.payment_method_token:
+        if quote.payment_method == "onchain":
+            body = body.model_copy(
+                update={"payment_method_token": self._buyer_wallet(buyer, body)}
+            )
+        elif quote.payment_method != "credits" and not body.payment_method_token:
             raise ValidationFailed.for_field(
                 "payment_method_token", f"required to pay by {quote.payment_method}"
             )
@@ -500,6 +514,23 @@ class TradingService:
         # An external provider: keep the order, whatever happens at the provider.
         self.session.commit()
         return self._authorize(order, body)
+
+    def _buyer_wallet(self, buyer: uuid.UUID, body: OrderCreate) -> str:
+        """The buyer's registered wallet; a given token must name it."""
+        wallet = self.session.get(OrgWallet, buyer)
+        if wallet is None:
+            raise ValidationFailed.for_field(
+                "payment_method",
+                "onchain needs the buyer's wallet: register one with PUT "
+                f"/v1/organisations/{buyer}/wallet",
+            )
+        token = body.payment_method_token
+        if token is not None and token.lower() != wallet.address.lower():
+            raise ValidationFailed.for_field(
+                "payment_method_token",
+                f"not the organisation's registered wallet {wallet.address}",
+            )
+        return wallet.address
 
     def _credits_authorization(self, order: Order) -> Authorization:
         return self.providers["credits"].authorize(
@@ -605,6 +636,10 @@ class TradingService:
             ttl = timedelta(days=_PERIOD_DAYS[plan.period] * int(terms["periods"]))
         if order.payment_method == "stripe":
             ttl = min(ttl, timedelta(days=CARD_HOLD_DAYS))
+        elif order.payment_method == "onchain":
+            provider = self.providers.get("onchain")
+            if isinstance(provider, OnchainProvider):
+                ttl = min(ttl, timedelta(days=provider.hold_days))
         snapshot = dict(quote.plan)
         if isinstance(plan, pricing.Subscription):
             # The entitlement's quota covers all the periods bought.
@@ -894,6 +929,76 @@ class TradingService:
             organisation_id=found.organisation_id,
             stripe_account_id=found.stripe_account_id,
         )
+
+    # -- wallets (onchain) ------------------------------------------------------------
+
+    def register_wallet(
+        self, caller: Caller, org_id: uuid.UUID, body: WalletRegistration
+    ) -> WalletPublic:
+        """Make a wallet the organisation's, proven by the wallet's signature.
+
+        A member of the organisation (or the operator) registers it; registering
+        the same wallet again changes nothing, another one replaces it.
+
+        Raises
+        ------
+        ValidationFailed
+            The signature is not the wallet's proof for this organisation
+            (``signature``), or the wallet is another organisation's (``address``).
+        """
+        self._own_org(caller, org_id)
+        try:
+            address = verify_wallet_proof(org_id, body.address, body.signature)
+        except ValueError as exc:
+            raise ValidationFailed.for_field("signature", str(exc)) from None
+        taken = self.session.exec(
+            select(OrgWallet).where(
+                OrgWallet.address == address, OrgWallet.organisation_id != org_id
+            )
+        ).first()
+        if taken is not None:
+            raise ValidationFailed.for_field(
+                "address", "this wallet is another organisation's"
+            )
+        found = self.session.get(OrgWallet, org_id)
+        if found is None:
+            self.session.add(OrgWallet(organisation_id=org_id, address=address))
+        elif found.address != address:
+            found.address = address
+            found.created_at = utcnow()
+            self.session.add(found)
+        self.session.commit()
+        return self.wallet(caller, org_id)
+
+    def wallet(self, caller: Caller, org_id: uuid.UUID) -> WalletPublic:
+        """The organisation's wallet and its escrow balance (if the chain answers)."""
+        self._own_org(caller, org_id, overseers=True)
+        found = self.session.get(OrgWallet, org_id)
+        if found is None:
+            raise NotFound(f"organisation {org_id} has no wallet")
+        balance: int | None = None
+        provider = self.providers.get("onchain")
+        if isinstance(provider, OnchainProvider):
+            try:
+                balance = provider.balance_of(found.address)
+            except PaymentError as exc:
+                log.info("escrow balance of %s unknown: %s", found.address, exc)
+        onchain = provider if isinstance(provider, OnchainProvider) else None
+        return WalletPublic(
+            organisation_id=org_id,
+            address=found.address,
+            escrow_balance_minor=balance,
+            currency=onchain.currency if onchain is not None else None,
+        )
+
+    def _own_org(
+        self, caller: Caller, org_id: uuid.UUID, *, overseers: bool = False
+    ) -> None:
+        roles = {Role.OPERATOR, Role.REGULATOR} if overseers else {Role.OPERATOR}
+        if caller.organisation_id != org_id and not caller.has_any(roles):
+            raise NotFound(f"organisation {org_id} not found")
+        if self.session.get(Organisation, org_id) is None:
+            raise NotFound(f"organisation {org_id} not found")
 
     # -- credits ----------------------------------------------------------------------
 

@@ -125,6 +125,8 @@ EXPECTED: dict[str, Rule] = {
     "top_up_credits": (frozenset({OPS}), "admitted"),
     "list_balances": ("any", "admitted"),
     "set_payout_account": (frozenset({OPS}), "admitted"),
+    "register_wallet": ("any", "admitted"),
+    "get_wallet": ("any", "admitted"),
     "stripe_webhook": "public",
     "run_settlement": (frozenset({OPS}), "admitted"),
     "list_settlements": (frozenset({OPS, REG}), "admitted"),
@@ -285,6 +287,13 @@ CALLS: dict[str, Call] = {
     "list_balances": Call({}),
     # Stripe is not configured in these tests: 422 once access is granted.
     "set_payout_account": Call({"organisation_id": _own_org}),
+    # A malformed signature: 422 once access is granted.
+    "register_wallet": Call(
+        {"organisation_id": _own_org},
+        lambda: {"address": "0x" + "11" * 20, "signature": "0x" + "ab" * 65},
+    ),
+    # No wallet registered: 404 once access is granted.
+    "get_wallet": Call({"organisation_id": _own_org}),
     "run_settlement": Call(
         {},
         lambda: {

@@ -29,7 +29,7 @@ def test_models_match_migrations(db: Database) -> None:
         ctx = MigrationContext.configure(conn, opts={"compare_type": True})
         diffs = [d for d in compare_metadata(ctx, SQLModel.metadata) if _relevant(d)]
     assert diffs == []
-    assert current_revision(db.engine) == "0006"
+    assert current_revision(db.engine) == "0007"
 
 
 def test_full_text_part_exists_per_engine(db: Database) -> None:

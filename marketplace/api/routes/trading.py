@@ -26,6 +26,8 @@ from marketplace.models import (
     SettlementCreate,
     SettlementRunPublic,
     StatementPublic,
+    WalletPublic,
+    WalletRegistration,
 )
 from marketplace.services.identity import Caller
 from marketplace.services.journal import check_journal
@@ -209,6 +211,31 @@ def set_payout_account(
 ) -> PayoutAccountPublic:
     """Open (once) the provider's Stripe connected account that card money pays."""
     return trading.payout_account(organisation_id, country)
+
+
+@router.put(
+    "/v1/organisations/{organisation_id}/wallet", operation_id="register_wallet"
+)
+def register_wallet(
+    organisation_id: uuid.UUID,
+    body: WalletRegistration,
+    caller: Member,
+    trading: TradingDep,
+) -> WalletPublic:
+    """Make a wallet the organisation's (the onchain way of paying and being paid).
+
+    ``signature`` is the wallet's EIP-191 signature of ``veilx: organisation <id>
+    pays and is paid from wallet <checksummed address>``.
+    """
+    return trading.register_wallet(caller, organisation_id, body)
+
+
+@router.get("/v1/organisations/{organisation_id}/wallet", operation_id="get_wallet")
+def get_wallet(
+    organisation_id: uuid.UUID, caller: Member, trading: TradingDep
+) -> WalletPublic:
+    """The organisation's wallet and what it holds in the payment escrow."""
+    return trading.wallet(caller, organisation_id)
 
 
 # -- webhooks ------------------------------------------------------------------------
