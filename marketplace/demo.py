@@ -365,6 +365,8 @@ def run_demo(
                 buyer_key=buyer_key,
                 buyer_id=buyer_id,
                 datasets=by_name,
+                ledger=server.chain.get().ledger,
+                key_dir=data_dir / "buyer-keys",
             )
             results = run_computations(
                 console,
@@ -385,6 +387,9 @@ def run_demo(
                 bought=trading["bought"],
                 period_start=trading_started,
                 out_dir=data_dir / "statements",
+                ledger=server.chain.get().ledger,
+                wallet_dir=data_dir / "provider-wallets",
+                buyer_wallet_dir=data_dir / "buyer-keys",
             )
             ledger_report = show_ledger(
                 console,

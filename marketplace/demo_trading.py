@@ -1,11 +1,14 @@
-"""The demo's money: quotes, a DP price menu, purchases with credits, settlement.
+"""The demo's money: quotes, a DP price menu, purchases, settlement, withdrawals.
 
 Before the computations the operator records the buyer's prepaid credits, the
 buyer looks at a DP quote menu (ε, expected error, price) and buys an
-entitlement on each dataset it will query. After them the buyer closes its
-entitlements (the unused credits come back), the operator settles the period,
-each provider gets its statement (CSV, written next to the demo's data), and the
-journal's invariants are recomputed.
+entitlement on each dataset it will query: with credits, and one from its own
+wallet through the chain's payment escrow (``onchain``: the wallet deposits vEUR,
+the order holds part of it on chain). After them the buyer closes its
+entitlements (unused credits and the unused hold come back), the operator settles
+the period (the onchain payee's share is credited to its wallet in the escrow,
+which it withdraws itself), each provider gets its statement (CSV, written next
+to the demo's data), and the journal's invariants are recomputed.
 """
 
 from __future__ import annotations
@@ -20,7 +23,22 @@ import httpx
 from rich.console import Console
 from rich.table import Table
 
-__all__ = ["DEMO_PURCHASES", "buy_entitlements", "settle_period"]
+from ledger import (
+    Ledger,
+    LocalSigner,
+    PaymentEscrow,
+    SettlementToken,
+    TransactionSender,
+)
+from marketplace.payments.onchain import sign_wallet_proof
+
+__all__ = [
+    "DEMO_PURCHASES",
+    "ONCHAIN_DATASET",
+    "DemoWallet",
+    "buy_entitlements",
+    "settle_period",
+]
 
 DEMO_PURCHASES: dict[str, dict[str, Any]] = {
     # two DP means (the second replays, but reserves its ε until then)
@@ -35,6 +53,64 @@ DEMO_PURCHASES: dict[str, dict[str, Any]] = {
 
 CREDITS_MINOR = 2_000_000
 """The buyer's prepaid credits (20,000.00 EUR)."""
+
+ONCHAIN_DATASET = "credit"
+"""The dataset the buyer pays for from its wallet (the others with credits)."""
+
+WALLET_DEPOSIT_MINOR = 500_000
+"""What the buyer's wallet deposits into the payment escrow (5,000.00 vEUR)."""
+
+
+class DemoWallet:
+    """An organisation's wallet as its own software holds it (the key stays here).
+
+    The key file lives in the organisation's key directory (0600), never on the
+    exchange; the exchange learns the address and a signature proving it.
+    """
+
+    def __init__(self, ledger: Ledger, key_path: Path) -> None:
+        signer = LocalSigner.load_or_create(key_path)
+        self._key = key_path.read_text(encoding="utf-8").strip()
+        self.address = signer.address
+        escrow, token = ledger.escrow, ledger.payment_token
+        if escrow is None or token is None:
+            raise RuntimeError("the demo chain has no payment escrow")
+        sender = TransactionSender(escrow.w3, signer)
+        self.escrow = PaymentEscrow(escrow.w3, escrow.address, sender)
+        self.token = SettlementToken(token.w3, token.address, sender)
+        self._ledger = ledger
+
+    def register(self, base_url: str, api_key: str, org_id: str) -> None:
+        """Sign the proof and register the wallet as the organisation's."""
+        address, signature = sign_wallet_proof(self._key, uuid.UUID(org_id))
+        _call(
+            base_url,
+            api_key,
+            "PUT",
+            f"/v1/organisations/{org_id}/wallet",
+            {"address": address, "signature": signature},
+        )
+
+    def fund_and_deposit(self, amount_minor: int) -> None:
+        """Fund the wallet, then deposit from it into the escrow.
+
+        The on-ramp: the operator mints vEUR for fiat received and sends gas; then
+        the wallet approves the escrow and deposits.
+        """
+        operator = self._ledger.sender
+        token = self._ledger.payment_token
+        if operator is None or token is None:
+            raise RuntimeError("the demo ledger is read-only")
+        operator.send_ether(self.address, 10**17)
+        token.submit_mint(self.address, amount_minor)
+        self.token.submit_approve(self.escrow.address, amount_minor)
+        self.escrow.submit_deposit(self.address, amount_minor)
+
+    def gas(self) -> None:
+        """Gas money for a wallet that only withdraws."""
+        if self._ledger.sender is None:
+            raise RuntimeError("the demo ledger is read-only")
+        self._ledger.sender.send_ether(self.address, 10**17)
 
 
 def _money(minor: int, currency: str) -> str:
@@ -64,8 +140,10 @@ def buy_entitlements(
     buyer_key: str,
     buyer_id: str,
     datasets: dict[str, dict[str, Any]],
+    ledger: Ledger,
+    key_dir: Path,
 ) -> dict[str, Any]:
-    """Credit the buyer, show a DP menu, and buy what the computations need."""
+    """Credit the buyer, fund its wallet, show a DP menu, buy what jobs need."""
     console.rule("[bold]trading[/] — quotes, a DP price menu, entitlements")
     balance = _call(
         base_url,
@@ -77,6 +155,13 @@ def buy_entitlements(
     console.print(
         "the operator records Aurora's bank transfer as prepaid credits: "
         f"{_money(balance['balance_minor'], 'EUR')}"
+    )
+    wallet = DemoWallet(ledger, key_dir / "wallet.key")
+    wallet.register(base_url, buyer_key, buyer_id)
+    wallet.fund_and_deposit(WALLET_DEPOSIT_MINOR)
+    console.print(
+        f"Aurora's wallet {wallet.address} (registered with its signature) deposits "
+        f"{_money(WALLET_DEPOSIT_MINOR, 'vEUR')} into the chain's payment escrow"
     )
     hospital = datasets["inpatient"]
     menu = _call(
@@ -118,34 +203,47 @@ def buy_entitlements(
         "ε budget",
         "held",
         "fee inside",
-        title="Entitlements bought with credits",
+        "paid by",
+        title="Entitlements bought",
     )
     bought: dict[str, Any] = {}
     for name, terms in DEMO_PURCHASES.items():
         ds = datasets[name]
+        method = "onchain" if name == ONCHAIN_DATASET else "credits"
         quote = _call(
             base_url,
             buyer_key,
             "POST",
             "/v1/quotes",
-            {"dataset_id": ds["id"], **terms},
+            {"dataset_id": ds["id"], "payment_method": method, **terms},
         )
         order = _call(
             base_url, buyer_key, "POST", "/v1/orders", {"quote_id": quote["id"]}
         )
         bought[name] = {"quote": quote, "order": order}
         orders.add_row(
-            ds["title"][:40],
+            name,
             quote["plan_kind"],
             str(quote["queries"]),
             f"{quote['epsilon']:g}",
             _money(order["amount_minor"], order["currency"]),
             _money(quote["exchange_fee_minor"], quote["currency"]),
+            "wallet (escrow hold)" if method == "onchain" else "credits",
         )
     console.print(orders)
     left = _balances(base_url, buyer_key, "buyer_funds")
     console.print(f"credits left after the holds: {_money(left, 'EUR')}")
-    return {"menu": menu, "bought": bought, "credits_after_orders": left}
+    escrow_left = wallet.escrow.get_balance_of(wallet.address)
+    console.print(
+        f"the wallet's escrow balance beside its hold: {_money(escrow_left, 'vEUR')}"
+    )
+    return {
+        "menu": menu,
+        "bought": bought,
+        "credits_after_orders": left,
+        "wallet": wallet.address,
+        "escrow_after_orders": escrow_left,
+    }
 
 
 def _balances(base_url: str, key: str, kind: str) -> int:
@@ -164,8 +262,15 @@ def settle_period(
     bought: dict[str, Any],
     period_start: datetime,
     out_dir: Path,
+    ledger: Ledger,
+    wallet_dir: Path,
+    buyer_wallet_dir: Path,
 ) -> dict[str, Any]:
-    """Close the entitlements, settle the period, write and show statements."""
+    """Close the entitlements, settle the period, write and show statements.
+
+    Each provider registers a wallet first (onchain payouts are credited to it in
+    the escrow); afterwards every wallet with a balance withdraws it itself.
+    """
     console.rule("[bold]settlement[/] — charged only for what was released")
     table = Table(
         "dataset",
@@ -190,6 +295,14 @@ def settle_period(
     console.print(table)
     credits = _balances(base_url, buyer_key, "buyer_funds")
     console.print(f"the buyer's credits after closing: {_money(credits, 'EUR')}")
+    names = {
+        str(_call(base_url, key, "GET", "/v1/me")["organisation"]["id"]): name
+        for name, key in provider_keys.items()
+    }
+    wallets: dict[str, DemoWallet] = {}
+    for org_id, name in names.items():
+        wallets[org_id] = DemoWallet(ledger, wallet_dir / f"{name}-wallet.key")
+        wallets[org_id].register(base_url, provider_keys[name], org_id)
     period_end = datetime.now(UTC)
     run = _call(
         base_url,
@@ -205,10 +318,6 @@ def settle_period(
     payouts = Table(
         "payee", "method", "payout", "status", title="Settlement run: payouts"
     )
-    names = {
-        str(_call(base_url, key, "GET", "/v1/me")["organisation"]["id"]): name
-        for name, key in provider_keys.items()
-    }
     out_dir.mkdir(parents=True, exist_ok=True)
     statements: dict[str, str] = {}
     for payout in run["payouts"]:
@@ -243,9 +352,11 @@ def settle_period(
     for payout in run["payouts"]:
         bar = "█" * max(1, math.ceil(width * payout["amount_minor"] / top))
         name = names.get(payout["payee_id"], payout["payee_id"][:8])
-        console.print(f"  {name:<12} {bar} {_money(payout['amount_minor'], 'EUR')}")
+        label = f"{name} ({payout['method']})"
+        console.print(f"  {label:<21} {bar} {_money(payout['amount_minor'], 'EUR')}")
     for name, where in statements.items():
         console.print(f"statement for {name}: {where}")
+    withdrawals = _withdraw(console, ledger, run, wallets, names, buyer_wallet_dir)
     check = _call(base_url, regulator_key, "GET", "/v1/journal/check")
     mark = "[green]✓[/]" if check["ok"] else "[red]✗[/]"
     console.print(
@@ -259,4 +370,41 @@ def settle_period(
         "statements": statements,
         "journal": check,
         "credits_after": credits,
+        "withdrawals": withdrawals,
     }
+
+
+def _withdraw(
+    console: Console,
+    ledger: Ledger,
+    run: dict[str, Any],
+    wallets: dict[str, DemoWallet],
+    names: dict[str, str],
+    buyer_wallet_dir: Path,
+) -> dict[str, int]:
+    """Every wallet with an escrow balance pulls it out (pull payments)."""
+    table = Table(
+        "wallet of", "address", "withdrew", title="Payment escrow: pull withdrawals"
+    )
+    done: dict[str, int] = {}
+    onchain = {p["payee_id"] for p in run["payouts"] if p["method"] == "onchain"}
+    holders = [(names[org], wallets[org]) for org in sorted(onchain) if org in wallets]
+    holders.append(("Aurora", DemoWallet(ledger, buyer_wallet_dir / "wallet.key")))
+    for name, wallet in holders:
+        amount = wallet.escrow.get_balance_of(wallet.address)
+        if amount == 0:
+            continue
+        if name != "Aurora":
+            wallet.gas()
+        wallet.escrow.submit_withdraw()
+        done[name] = wallet.token.get_balance_of(wallet.address)
+        table.add_row(name, wallet.address, _money(amount, "vEUR"))
+    console.print(table)
+    escrow = ledger.escrow
+    if escrow is not None:
+        console.print(
+            "left in the escrow: the exchange's onchain fees "
+            f"{_money(escrow.get_captured(), 'vEUR')}, open holds "
+            f"{_money(escrow.get_held(), 'vEUR')}"
+        )
+    return done
