@@ -38,6 +38,7 @@ from sdk._trading import (
     Orders,
     Quotes,
     Settlements,
+    Wallets,
 )
 from sdk.errors import (
     APIConnectionError,
@@ -97,6 +98,7 @@ from sdk.types import (
     StatementLine,
     VerifiedReceipt,
     VersionAttestation,
+    Wallet,
 )
 
 __all__ = [
@@ -177,5 +179,7 @@ __all__ = [
     "VerifiedReceipt",
     "VersionAttestation",
     "WaitTimeoutError",
+    "Wallet",
+    "Wallets",
     "default_key_dir",
 ]

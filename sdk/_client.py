@@ -19,6 +19,7 @@ from sdk._trading import (
     Orders,
     Quotes,
     Settlements,
+    Wallets,
 )
 
 __all__ = ["DEFAULT_BASE_URL", "Client"]
@@ -121,6 +122,7 @@ class Client:
         self.entitlements = Entitlements(self._http)
         self.balances = Balances(self._http)
         self.settlements = Settlements(self._http)
+        self.wallets = Wallets(self._http)
         self.credits = Credits(self._http)
         self.journal = Journal(self._http)
         self.compute = Compute(

@@ -32,6 +32,7 @@ from sdk.types import (
     QuoteMenu,
     SettlementRun,
     Statement,
+    Wallet,
 )
 
 __all__ = [
@@ -42,6 +43,7 @@ __all__ = [
     "Orders",
     "Quotes",
     "Settlements",
+    "Wallets",
 ]
 
 PaymentMethod = Literal["credits", "stripe", "onchain"]
@@ -422,6 +424,45 @@ class Credits:
         }
         raw = self._http.json("POST", f"/organisations/{oid}/credits", json=body)
         return _parse(Balance, raw, "balance")
+
+
+_ADDRESS = re.compile(r"^0x[0-9a-fA-F]{40}$")
+_SIGNATURE = re.compile(r"^0x[0-9a-fA-F]{130}$")
+
+
+class Wallets:
+    """Organisations' wallets: the onchain way of paying and being paid."""
+
+    def __init__(self, http: HTTP) -> None:
+        self._http = http
+
+    def register(
+        self, organisation_id: uuid.UUID | str, address: str, signature: str
+    ) -> Wallet:
+        """Make ``address`` your organisation's wallet.
+
+        ``PUT /v1/organisations/{id}/wallet``. ``signature`` is the wallet's
+        EIP-191 signature of ``veilx: organisation <id> pays and is paid from
+        wallet <checksummed address>``, made where the key lives (the key never
+        reaches the exchange); registering the same wallet again changes nothing.
+        """
+        oid = as_uuid(organisation_id, "organisation_id")
+        if not isinstance(address, str) or not _ADDRESS.match(address):
+            raise InputError("address", "must be 0x and 40 hex digits")
+        if not isinstance(signature, str) or not _SIGNATURE.match(signature):
+            raise InputError("signature", "must be 0x and 130 hex digits")
+        raw = self._http.json(
+            "PUT",
+            f"/organisations/{oid}/wallet",
+            json={"address": address, "signature": signature},
+        )
+        return _parse(Wallet, raw, "wallet")
+
+    def get(self, organisation_id: uuid.UUID | str) -> Wallet:
+        """An organisation's wallet and its escrow balance."""
+        oid = as_uuid(organisation_id, "organisation_id")
+        raw = self._http.json("GET", f"/organisations/{oid}/wallet")
+        return _parse(Wallet, raw, "wallet")
 
 
 class Settlements:

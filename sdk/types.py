@@ -782,6 +782,20 @@ class Balance(_Response):
     balance_minor: int
 
 
+class Wallet(_Response):
+    """An organisation's wallet (``GET /v1/organisations/{id}/wallet``).
+
+    ``escrow_balance_minor`` is what the wallet may withdraw from the chain's
+    payment escrow (``None`` when the chain did not answer), in minor units of
+    ``currency``.
+    """
+
+    organisation_id: uuid.UUID
+    address: str
+    escrow_balance_minor: int | None = None
+    currency: str | None = None
+
+
 class Payout(_Response):
     """What one payee receives from a settlement run."""
 

@@ -31,6 +31,7 @@ from sdk import (
     APIError,
     Client,
     InputError,
+    InvalidRequestError,
     NotFoundError,
     PaymentRequiredError,
     PaymentUnavailableError,
@@ -459,6 +460,15 @@ def test_other_503s_stay_plain_server_errors() -> None:
             "period_end",
         ),
         (lambda c: c.settlements.statement(uuid.uuid4(), "p"), "payee_id"),
+        (
+            lambda c: c.wallets.register(uuid.uuid4(), "0x12", "0x" + "a" * 130),
+            "address",
+        ),
+        (
+            lambda c: c.wallets.register(uuid.uuid4(), "0x" + "1" * 40, "0xab"),
+            "signature",
+        ),
+        (lambda c: c.wallets.get("o"), "organisation_id"),
         (lambda c: c.settlements.statement_csv("s", uuid.uuid4()), "settlement_id"),
     ],
 )
@@ -517,3 +527,25 @@ def test_quote_buy_and_entitlements_commands(
     bad = run("entitlements", "nope")
     assert bad.exit_code == 2
     assert bad.stderr.strip() == "veilx: error: dataset_id: 'nope' is not a UUID"
+
+
+def test_a_wallet_is_registered_with_its_signature_and_read_back(
+    app_client: TestClient, served: Served
+) -> None:
+    import secrets
+
+    from marketplace.payments.onchain import sign_wallet_proof
+
+    buyer = _sdk(app_client, served.buyer.key)
+    key = "0x" + secrets.token_hex(32)
+    address, signature = sign_wallet_proof(key, served.buyer.org_id)
+    with pytest.raises(NotFoundError):
+        buyer.wallets.get(served.buyer.org_id)
+    _, other = sign_wallet_proof("0x" + secrets.token_hex(32), served.buyer.org_id)
+    with pytest.raises(InvalidRequestError) as refused:
+        buyer.wallets.register(served.buyer.org_id, address, other)
+    assert refused.value.http_status == 422
+    assert [e.field for e in refused.value.errors] == ["signature"]
+    wallet = buyer.wallets.register(served.buyer.org_id, address, signature)
+    assert wallet.address == address and wallet.escrow_balance_minor == 0
+    assert buyer.wallets.get(served.buyer.org_id).address == address
