@@ -366,7 +366,7 @@ def run_demo(
                 buyer_id=buyer_id,
                 datasets=by_name,
                 ledger=server.chain.get().ledger,
-                key_dir=data_dir / "buyer-keys",
+                key_dir=data_dir / "buyer-wallet",
             )
             results = run_computations(
                 console,
@@ -389,7 +389,7 @@ def run_demo(
                 out_dir=data_dir / "statements",
                 ledger=server.chain.get().ledger,
                 wallet_dir=data_dir / "provider-wallets",
-                buyer_wallet_dir=data_dir / "buyer-keys",
+                buyer_wallet_dir=data_dir / "buyer-wallet",
             )
             ledger_report = show_ledger(
                 console,

@@ -225,13 +225,39 @@ class EntitlementTerms:
             raise PricingError(f"queries: must be ≤ {MAX_QUERIES}, got {self.queries}")
 
 
+_FLOAT_EXACT = float(2**52)
+"""Below this every integer is a float, so the float path's ceiling is exact."""
+
+_FAST_MARGIN = 1e-9
+"""Relative distance from a whole amount beyond which the float path is exact."""
+
+
 def _power_minor(price_per_epsilon: int, exponent: float, epsilon: Fraction) -> int:
     """``⌈c · ε^p⌉`` for ``0 < p < 1`` and ``ε > 0``, in 40-digit decimals, shaded.
 
     Every step (divide, ``ln``, multiply, ``exp``, multiply, shade) is one correctly
     rounded operation of the :mod:`decimal` module, each non-decreasing in its
     operand, and the ceiling is too: so the result is non-decreasing in ε exactly.
+
+    Fast path, same result: the same product in binary floating point has a
+    relative error below ``10⁻¹⁵`` (a correctly rounded ``float(ε)``, one ``pow``,
+    one multiply), and the decimal value is within ``10⁻³⁰`` of the exact one. So
+    when the float lies farther than a relative ``10⁻⁹`` from every integer, both
+    lie strictly between the same two integers and the ceilings agree; only
+    values that close to a whole amount take the decimal computation.
     """
+    approx = price_per_epsilon * math.pow(float(epsilon), exponent)
+    if 1.0 <= approx < _FLOAT_EXACT:
+        nearest = round(approx)
+        if abs(approx - nearest) > _FAST_MARGIN * approx:
+            return math.ceil(approx)
+    return _decimal_power_minor(price_per_epsilon, exponent, epsilon)
+
+
+def _decimal_power_minor(
+    price_per_epsilon: int, exponent: float, epsilon: Fraction
+) -> int:
+    """:func:`_power_minor` without its fast path (the reference computation)."""
     ctx = Context(prec=_DIGITS, rounding=ROUND_HALF_EVEN)
     ratio = ctx.divide(Decimal(epsilon.numerator), Decimal(epsilon.denominator))
     power = ctx.exp(ctx.multiply(Decimal(exponent), ctx.ln(ratio)))

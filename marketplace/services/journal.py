@@ -175,17 +175,24 @@ class Journal:
         if created is None:
             return None  # posted before, or by a concurrent request just now
         entry_id = int(created[0])
-        for ref, amount in sorted(kept, key=lambda line: line[0].code):
+        ordered = sorted(kept, key=lambda line: line[0].code)  # one lock order
+        for ref, amount in ordered:
             self._apply(ref, amount)
-            self.session.add(
-                JournalLine(
-                    entry_id=entry_id,
-                    account=ref.code,
-                    currency=ref.currency,
-                    amount_minor=amount,
+        if ordered:
+            lines_table = JournalLine.__table__  # type: ignore[attr-defined]
+            self.session.execute(
+                lines_table.insert().values(
+                    [
+                        {
+                            "entry_id": entry_id,
+                            "account": ref.code,
+                            "currency": ref.currency,
+                            "amount_minor": amount,
+                        }
+                        for ref, amount in ordered
+                    ]
                 )
             )
-        self.session.flush()
         return JournalEntry(id=entry_id, reference=reference, kind=kind, memo=memo)
 
     def balance(self, ref: AccountRef) -> int:

@@ -446,38 +446,22 @@ class TradingService:
             The provider could not be reached; retry with the same key.
         """
         buyer = caller.organisation_id
-        existing = self.session.exec(
-            select(Order).where(
-                Order.buyer_id == buyer, Order.idempotency_key == idempotency_key
-            )
-        ).first()
-        if existing is not None:
-            if existing.quote_id != body.quote_id:
-                raise IdempotencyKeyReused(
-                    "this Idempotency-Key already bought another quote"
-                )
-            if existing.status == OrderStatus.PENDING.value:
-                if existing.payment_method == "onchain":
-                    body = body.model_copy(
-                        update={"payment_method_token": self._buyer_wallet(buyer, body)}
-                    )
-                return self._authorize(existing, body)
-            return self._order_public(existing)
         quote = self.session.get(Quote, body.quote_id)
+        problem: Exception | None = None
         if quote is None or quote.buyer_id != buyer:
-            raise NotFound(f"quote {body.quote_id} not found")
-        if quote.expires_at <= utcnow():
-            raise Conflict(
+            problem = NotFound(f"quote {body.quote_id} not found")
+        elif quote.expires_at <= utcnow():
+            problem = Conflict(
                 f"quote {quote.id} expired at {quote.expires_at.isoformat()}; ask "
                 "for a new one",
                 code="quote_expired",
             )
-        if self.session.exec(
-            select(Order.id).where(Order.quote_id == quote.id)
-        ).first():
-            raise Conflict(
-                f"quote {quote.id} was ordered already", code="quote_ordered"
-            )
+        if problem is not None or quote is None:
+            # A replay of a finished order still answers, whatever its quote is now.
+            replayed = self._replay(caller, body, idempotency_key)
+            if replayed is not None:
+                return replayed
+            raise problem or NotFound(f"quote {body.quote_id} not found")
         self._check_method(quote.payment_method)
         if quote.payment_method == "onchain":
             body = body.model_copy(
@@ -489,6 +473,7 @@ class TradingService:
             )
         now = utcnow()
         order = Order(
+            id=uuid.uuid4(),
             buyer_id=buyer,
             quote_id=quote.id,
             dataset_id=quote.dataset_id,
@@ -500,20 +485,62 @@ class TradingService:
             created_at=now,
             updated_at=now,
         )
+        credits = quote.payment_method == "credits"
+        auth = self._credits_authorization(order) if credits else None
+        if auth is not None:
+            # Credits are held in this transaction: the order is born active.
+            order.status = OrderStatus.ACTIVE.value
+            order.payment_reference = auth.reference
         self.session.add(order)
         try:
             self.session.flush()
         except IntegrityError:
-            # The same key or quote, ordered by a concurrent request just now.
+            # The same key (a replay, or a concurrent request just now) or the
+            # same quote ordered under another key.
             self.session.rollback()
-            return self.order(caller, body, idempotency_key)
-        if quote.payment_method == "credits":
-            self._activate(order, quote, self._credits_authorization(order))
+            replayed = self._replay(caller, body, idempotency_key)
+            if replayed is not None:
+                return replayed
+            raise Conflict(
+                f"quote {body.quote_id} was ordered already", code="quote_ordered"
+            ) from None
+        if auth is not None:
+            ent_id = self._activate(order, quote, auth, born_active=True)
             self.session.commit()
-            return self._order_public(self._reload(order))
+            return self._order_public(order, ent_id)
         # An external provider: keep the order, whatever happens at the provider.
         self.session.commit()
         return self._authorize(order, body)
+
+    def _replay(
+        self, caller: Caller, body: OrderCreate, idempotency_key: str
+    ) -> OrderPublic | None:
+        """The order this key made before (resumed if pending), or ``None``.
+
+        Raises
+        ------
+        IdempotencyKeyReused
+            The key bought another quote.
+        """
+        buyer = caller.organisation_id
+        existing = self.session.exec(
+            select(Order).where(
+                Order.buyer_id == buyer, Order.idempotency_key == idempotency_key
+            )
+        ).first()
+        if existing is None:
+            return None
+        if existing.quote_id != body.quote_id:
+            raise IdempotencyKeyReused(
+                "this Idempotency-Key already bought another quote"
+            )
+        if existing.status == OrderStatus.PENDING.value:
+            if existing.payment_method == "onchain":
+                body = body.model_copy(
+                    update={"payment_method_token": self._buyer_wallet(buyer, body)}
+                )
+            return self._authorize(existing, body)
+        return self._order_public(existing)
 
     def _buyer_wallet(self, buyer: uuid.UUID, body: OrderCreate) -> str:
         """The buyer's registered wallet; a given token must name it."""
@@ -609,9 +636,26 @@ class TradingService:
         self.session.add(order)
         self.session.commit()
 
-    def _activate(self, order: Order, quote: Quote, auth: Authorization) -> None:
-        """Grant the entitlement and move the authorised money into its hold."""
+    def _activate(
+        self,
+        order: Order,
+        quote: Quote,
+        auth: Authorization,
+        *,
+        born_active: bool = False,
+    ) -> uuid.UUID | None:
+        """Grant the entitlement and move the authorised money into its hold.
+
+        ``born_active``: the order row was inserted active in this transaction
+        (credits), so no one else can be activating it. Returns the entitlement's
+        id, or ``None`` when a concurrent request or webhook activated it first.
+        """
         now = utcnow()
+        if not born_active and not self._won_activation(order, auth, now):
+            return None
+        return self._grant(order, quote, auth, now)
+
+    def _won_activation(self, order: Order, auth: Authorization, now: datetime) -> bool:
         won = self.session.execute(
             update(Order)
             .where(
@@ -627,8 +671,11 @@ class TradingService:
             )
             .execution_options(synchronize_session=False)
         )
-        if won.rowcount != 1:  # type: ignore[attr-defined]
-            return  # activated by a concurrent request or webhook
+        return bool(won.rowcount == 1)  # type: ignore[attr-defined]
+
+    def _grant(
+        self, order: Order, quote: Quote, auth: Authorization, now: datetime
+    ) -> uuid.UUID:
         plan = _plan(quote.plan)
         terms = quote.terms
         ttl = self.config.entitlement_ttl
@@ -647,6 +694,7 @@ class TradingService:
                 terms["periods"]
             )
         ent = Entitlement(
+            id=uuid.uuid4(),
             order_id=order.id,
             buyer_id=order.buyer_id,
             dataset_id=order.dataset_id,
@@ -678,6 +726,7 @@ class TradingService:
         if isinstance(plan, pricing.Subscription):
             periods = int(terms["periods"])
             self.billing.prepay(ent, plan.price_per_period_minor * periods)
+        return ent.id
 
     def get_order(self, caller: Caller, order_id: uuid.UUID) -> OrderPublic:
         """An order of the caller's (operator: any)."""
@@ -688,10 +737,13 @@ class TradingService:
             raise NotFound(f"order {order_id} not found")
         return self._order_public(order)
 
-    def _order_public(self, order: Order) -> OrderPublic:
-        ent_id = self.session.exec(
-            select(Entitlement.id).where(Entitlement.order_id == order.id)
-        ).first()
+    def _order_public(
+        self, order: Order, ent_id: uuid.UUID | None = None
+    ) -> OrderPublic:
+        if ent_id is None:
+            ent_id = self.session.exec(
+                select(Entitlement.id).where(Entitlement.order_id == order.id)
+            ).first()
         return OrderPublic(
             id=order.id,
             quote_id=order.quote_id,

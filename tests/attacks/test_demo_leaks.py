@@ -442,7 +442,20 @@ def _needles(probe: Probe) -> Needles:
                     tokens.add(v)
     applicants = run.results["applicants"]
     tokens.update(repr(float(v)) for v in applicants[:, 1])  # full-precision incomes
+    tokens.update(_wallet_keys(run.csv_paths[run.datasets["smart_meter"]["id"]]))
     return Needles(frozenset(tokens), tuple(lines))
+
+
+def _wallet_keys(csv_path: Path) -> set[str]:
+    """The wallets' private keys (buyer and providers), as hex with and without 0x."""
+    data_dir = csv_path.parents[2]
+    paths = [
+        *(data_dir / "buyer-wallet").glob("*.key"),
+        *(data_dir / "provider-wallets").glob("*.key"),
+    ]
+    assert len(paths) >= 2, paths
+    keys = {p.read_text(encoding="utf-8").strip().removeprefix("0x") for p in paths}
+    return keys | {"0x" + k for k in keys}
 
 
 def _scan(haystack: str, needles: Needles) -> list[str]:

@@ -322,3 +322,39 @@ def test_a_used_quota_says_how_many_periods() -> None:
     with pytest.raises(QuotaExceeded, match="4 for 2 periods") as caught:
         charge_minor(plan, Usage(), prior_queries=4, periods=2)
     assert caught.value.periods == 2
+
+
+@settings(max_examples=2000, deadline=None)
+@given(
+    c=st.integers(1, 10**9),
+    p=st.one_of(st.sampled_from([0.25, 0.5, 0.8, 0.9]), st.floats(0.01, 0.999)),
+    micro_eps=st.integers(1, pricing.MAX_EPSILON_MICRO),
+)
+def test_the_float_fast_path_prices_exactly_like_the_decimal_one(
+    c: int, p: float, micro_eps: int
+) -> None:
+    from fractions import Fraction
+
+    from pricing import _engine
+
+    eps = Fraction(micro_eps, pricing.EPSILON_SCALE)
+    assert _engine._power_minor(c, p, eps) == _engine._decimal_power_minor(c, p, eps)
+
+
+@pytest.mark.parametrize(
+    ("c", "p", "micro_eps", "whole"),
+    [
+        (2000, 0.5, 250_000, 1000),
+        (100, 0.5, 4_000_000, 200),
+        (81, 0.25, 16_000_000, 162),
+    ],
+)
+def test_whole_amounts_take_the_exact_path(
+    c: int, p: float, micro_eps: int, whole: int
+) -> None:
+    from fractions import Fraction
+
+    from pricing import _engine
+
+    eps = Fraction(micro_eps, pricing.EPSILON_SCALE)
+    assert _engine._power_minor(c, p, eps) == whole
