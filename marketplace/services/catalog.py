@@ -174,12 +174,18 @@ class CatalogService:
         Conflict
             It is not listed (``dataset_not_listed``); ``doing`` says what needs it.
         """
-        ds = self._load(caller, dataset_id)
-        version = (
-            self.session.get(DatasetVersion, ds.live_version_id)
-            if ds.live_version_id
-            else None
-        )
+        # One round trip for both rows (the quote path runs this per purchase).
+        row = self.session.exec(
+            select(Dataset, DatasetVersion)
+            .outerjoin(
+                DatasetVersion,
+                col(DatasetVersion.id) == col(Dataset.live_version_id),
+            )
+            .where(Dataset.id == dataset_id)
+        ).first()
+        if row is None or not self._visible(caller, row[0]):
+            raise NotFound(f"dataset {dataset_id} not found")
+        ds, version = row
         if ds.status != DatasetStatus.LISTED.value or version is None:
             raise Conflict(
                 f"dataset {ds.id} is {ds.status}; {doing} listed datasets only",
