@@ -165,7 +165,9 @@ class SettlementService:
                     col(Charge.captured_at) >= body.period_start,
                     col(Charge.captured_at) < body.period_end,
                     (col(Charge.payment_method) == "credits")
-                    | col(Entitlement.finalized_at).is_not(None),
+                    | col(Entitlement.finalized_at).is_not(None)
+                    # captured up front (card subscriptions): the money is in
+                    | (col(Entitlement.payment_captured_minor) > 0),
                 )
                 .order_by(col(Charge.captured_at), col(Charge.id))
             )

@@ -27,6 +27,9 @@ Journal entries (:mod:`marketplace.services.journal`)::
     finalize credits  Dr hold:<ent> (rest)    Cr funds:<buyer>
     finalize card     Dr cash:stripe          Cr auth:<ent>       (captured)
      (onchain: cash:onchain, no surcharge)
+    card subscription Dr cash:stripe          Cr auth:<ent>       (captured at once)
+      its end         Dr hold:<ent>           Cr surcharges
+                      Dr hold:<ent> (rest)    Cr cash:stripe      (refunded)
                       Dr hold:<ent>           Cr surcharges       (card surcharge)
                       Dr hold:<ent> (rest)    Cr auth:<ent>       (released)
 """
@@ -92,6 +95,7 @@ from marketplace.models import (
 from marketplace.payments import (
     Authorization,
     AuthorizationStatus,
+    Capture,
     ConnectProvider,
     PaymentDeclined,
     PaymentError,
@@ -681,7 +685,10 @@ class TradingService:
         ttl = self.config.entitlement_ttl
         if isinstance(plan, pricing.Subscription):
             ttl = timedelta(days=_PERIOD_DAYS[plan.period] * int(terms["periods"]))
-        if order.payment_method == "stripe":
+        upfront = order.payment_method == "stripe" and isinstance(
+            plan, pricing.Subscription
+        )
+        if order.payment_method == "stripe" and not upfront:
             ttl = min(ttl, timedelta(days=CARD_HOLD_DAYS))
         elif order.payment_method == "onchain":
             provider = self.providers.get("onchain")
@@ -723,6 +730,8 @@ class TradingService:
             ],
             memo=f"{order.payment_method} {auth.reference}",
         )
+        if upfront:
+            self.billing.capture_upfront(ent, auth)
         if isinstance(plan, pricing.Subscription):
             periods = int(terms["periods"])
             self.billing.prepay(ent, plan.price_per_period_minor * periods)
@@ -1416,6 +1425,55 @@ class Billing:
         Journal(self.session).post(reference, "capture", lines)
         return fee
 
+    def capture_upfront(self, ent: Entitlement, auth: Authorization) -> None:
+        """Capture a card subscription's whole authorisation when it is bought.
+
+        A card authorisation lapses after about seven days; a subscription runs
+        its periods. So the money is captured at once (idempotency key
+        ``upfront_<order>``: a retried activation captures once) and what the
+        subscription did not use is refunded when it ends (:meth:`finalize`).
+
+        Raises
+        ------
+        PaymentUnavailable
+            The provider could not be reached; the activation rolls back and is
+            retried (the order stays pending).
+        PaymentRequired
+            The provider refused the capture.
+        """
+        provider = self.providers.get(ent.payment_method)
+        if provider is None:
+            raise PaymentUnavailable(f"{ent.payment_method} is not configured")
+        amount = auth.amount_minor
+        try:
+            provider.capture(auth, amount, idempotency_key=f"upfront_{ent.order_id}")
+        except ProviderUnavailable as exc:
+            raise PaymentUnavailable(
+                f"{ent.payment_method} could not be reached ({exc}); retry"
+            ) from None
+        except PaymentError as exc:
+            state = (
+                provider.retrieve_authorization(auth.reference)
+                if isinstance(provider, ConnectProvider)
+                else None
+            )
+            if state is None or state.status is not AuthorizationStatus.CAPTURED:
+                raise PaymentRequired(
+                    f"the payment could not be captured: {exc}",
+                    code="payment_declined",
+                ) from None
+        Journal(self.session).post(
+            f"upfront:{ent.order_id}",
+            "capture_upfront",
+            [
+                (cash_account(provider.name, ent.currency), amount),
+                (auth_account(ent.id, ent.currency), -amount),
+            ],
+            memo=f"{provider.name} {auth.reference}: captured {amount} up front",
+        )
+        ent.payment_captured_minor = amount
+        self.session.add(ent)
+
     def prepay(self, ent: Entitlement, amount: int) -> None:
         """Capture a subscription's periods when it is bought (not committed)."""
         ds = self.session.get(Dataset, ent.dataset_id)
@@ -1609,6 +1667,7 @@ class Billing:
             currency=ent.currency,
             status=AuthorizationStatus.AUTHORIZED,
         )
+        upfront = ent.payment_captured_minor or 0
         surcharge = 0
         if collected > 0:
             surcharge = pricing.breakdown(
@@ -1618,6 +1677,9 @@ class Billing:
             ).surcharge_minor
             surcharge = min(surcharge, remaining)
         total = collected + surcharge
+        if upfront > 0:
+            self._refund_unused(ent, provider, order, upfront, remaining, surcharge)
+            return
         if self.hook:
             self.hook("before_provider", ent)
         try:
@@ -1657,4 +1719,39 @@ class Billing:
                 (source, -released),
             ],
             memo=f"{provider.name} {order.payment_reference}: captured {total}",
+        )
+
+    def _refund_unused(
+        self,
+        ent: Entitlement,
+        provider: PaymentProvider,
+        order: Order,
+        upfront: int,
+        remaining: int,
+        surcharge: int,
+    ) -> None:
+        """End an entitlement captured up front: refund what it did not use."""
+        reference = order.payment_reference or ""
+        released = remaining - surcharge
+        if self.hook:
+            self.hook("before_provider", ent)
+        if released > 0:
+            provider.refund(
+                Capture(provider.name, reference, upfront, ent.currency),
+                released,
+                idempotency_key=f"finalize_{ent.id}",
+            )
+        if self.hook:
+            self.hook("after_provider", ent)
+        hold = hold_account(ent.id, ent.currency)
+        Journal(self.session).post(
+            f"finalize:{ent.id}",
+            "refund",
+            [
+                (hold, surcharge),
+                (surcharges_account(ent.currency), -surcharge),
+                (hold, released),
+                (cash_account(provider.name, ent.currency), -released),
+            ],
+            memo=f"{provider.name} {reference}: refunded {released} of {upfront}",
         )

@@ -236,3 +236,80 @@ def _card_surcharge() -> Any:
     from marketplace.services.trading import TradingConfig
 
     return TradingConfig().card_surcharge
+
+
+SUBSCRIPTION = {
+    "kind": "subscription",
+    "currency": "EUR",
+    "price_per_period_minor": 10_000,
+    "period": "month",
+    "queries_per_period": 1,
+    "overage_per_query_minor": 3_000,
+}
+
+
+def test_a_card_subscription_is_captured_up_front_and_refunded_at_its_end(
+    exchange: tuple[httpx.Client, Database], stripe_server: StripeTestServer
+) -> None:
+    client, db = exchange
+    operator = create_random_org(db, Role.OPERATOR)
+    start_at = datetime.now(UTC) - timedelta(seconds=1)
+    served = create_served_dataset(client, db, funded=False, plan=SUBSCRIPTION)
+
+    # A month with 1 included computation and room for 2 more at the overage price.
+    r = _card_order(client, served.buyer, served.dataset_id, "pm_card_visa", 3)
+    assert r.status_code == 201, r.text
+    order = r.json()
+    gross = 10_000 + 2 * 3_000
+    surcharge = breakdown(
+        gross, fee_bps=FEE_BPS, surcharge=_card_surcharge()
+    ).surcharge_minor
+    assert order["amount_minor"] == gross + surcharge
+    # Captured at once: a card authorisation would lapse long before the month.
+    pi = _pi(stripe_server, order["id"])
+    assert pi["status"] == "succeeded" and pi["amount_received"] == gross + surcharge
+    ent_id = order["entitlement_id"]
+    ent = client.get(f"/v1/entitlements/{ent_id}", headers=served.buyer.headers).json()
+    expires = datetime.fromisoformat(ent["expires_at"])
+    assert expires - datetime.now(UTC) > timedelta(days=29)
+    assert ent["amount_captured_minor"] == 10_000  # the period, prepaid
+
+    # Two computations: the included one, then one overage.
+    _released_job(client, served)
+    _released_job(client, served)
+    r = client.post(f"/v1/entitlements/{ent_id}/close", headers=served.buyer.headers)
+    assert r.status_code == 200, r.text
+    assert r.json()["amount_captured_minor"] == 13_000
+    used = (
+        13_000
+        + breakdown(
+            13_000, fee_bps=FEE_BPS, surcharge=_card_surcharge()
+        ).surcharge_minor
+    )
+    refunds = [
+        x for x in stripe_server.objects("refund") if x["payment_intent"] == pi["id"]
+    ]
+    assert [x["amount"] for x in refunds] == [gross + surcharge - used]
+    # Closing again, or the sweep, refunds nothing more.
+    client.post(f"/v1/entitlements/{ent_id}/close", headers=served.buyer.headers)
+    assert (
+        len(
+            [
+                x
+                for x in stripe_server.objects("refund")
+                if x["payment_intent"] == pi["id"]
+            ]
+        )
+        == 1
+    )
+
+    # Settlement pays the provider its share of what the card kept.
+    end_at = datetime.now(UTC)
+    run = client.post(
+        "/v1/settlements",
+        json={"period_start": start_at.isoformat(), "period_end": end_at.isoformat()},
+        headers=operator.headers,
+    ).json()
+    assert run["gross_minor"] == 13_000
+    check = client.get("/v1/journal/check", headers=operator.headers).json()
+    assert check["ok"], check
