@@ -18,7 +18,14 @@ from ledger.cli import app as chain_app
 from marketplace.config import Settings
 from marketplace.errors import VeilxError
 from mpc_engine.node.cli import app as node_app
-from sdk.cli import compute_app, datasets_app, jobs_app, keys_app, receipts_app
+from sdk.cli import (
+    compute_app,
+    datasets_app,
+    jobs_app,
+    keys_app,
+    receipts_app,
+    wallet_app,
+)
 from sdk.errors import VeilxError as SdkError
 
 if TYPE_CHECKING:
@@ -43,6 +50,7 @@ app.add_typer(jobs_app, name="jobs")
 app.add_typer(receipts_app, name="receipts")
 app.add_typer(keys_app, name="keys")
 app.add_typer(datasets_app, name="datasets")
+app.add_typer(wallet_app, name="wallet")
 app.add_typer(chain_app, name="chain")
 console = Console(soft_wrap=True)
 err_console = Console(stderr=True, soft_wrap=True)

@@ -31,6 +31,7 @@ from sdk._compute import AGGREGATE_KEY, MODEL_EVAL_KEY, Compute, Result
 from sdk._keys import PRESETS, Keys, Preset, default_key_dir
 from sdk._resources import Blobs, Datasets, Jobs, Nodes, ProgressCallback, Receipts
 from sdk._trading import (
+    WALLET_PROOF,
     Balances,
     Credits,
     Entitlements,
@@ -39,6 +40,7 @@ from sdk._trading import (
     Quotes,
     Settlements,
     Wallets,
+    wallet_proof,
 )
 from sdk.errors import (
     APIConnectionError,
@@ -106,6 +108,7 @@ __all__ = [
     "DEFAULT_BASE_URL",
     "MODEL_EVAL_KEY",
     "PRESETS",
+    "WALLET_PROOF",
     "APIConnectionError",
     "APIError",
     "APITimeoutError",
@@ -182,4 +185,5 @@ __all__ = [
     "Wallet",
     "Wallets",
     "default_key_dir",
+    "wallet_proof",
 ]

@@ -426,6 +426,39 @@ class Credits:
         return _parse(Balance, raw, "balance")
 
 
+WALLET_PROOF: Final = (
+    "veilx: organisation {organisation_id} pays and is paid from wallet {address}"
+)
+"""What a wallet signs (EIP-191) to become an organisation's; the exchange checks it."""
+
+
+def wallet_proof(private_key: str, organisation_id: uuid.UUID | str) -> tuple[str, str]:
+    """Sign the wallet proof where the key lives: ``(address, signature)``.
+
+    The key never leaves this process; only the address and the signature are
+    sent (:meth:`Wallets.register`).
+
+    Raises
+    ------
+    InputError
+        ``private_key`` is not a 32-byte hex key.
+    """
+    from eth_account import Account
+    from eth_account.messages import encode_defunct
+
+    oid = as_uuid(organisation_id, "organisation_id")
+    try:
+        account = Account.from_key(private_key)
+    except (ValueError, TypeError) as exc:
+        raise InputError("private_key", f"not a 32-byte hex key ({exc})") from None
+    address = str(account.address)
+    message = encode_defunct(
+        text=WALLET_PROOF.format(organisation_id=oid, address=address)
+    )
+    signature = "0x" + bytes(account.sign_message(message).signature).hex()
+    return address, signature
+
+
 _ADDRESS = re.compile(r"^0x[0-9a-fA-F]{40}$")
 _SIGNATURE = re.compile(r"^0x[0-9a-fA-F]{130}$")
 
@@ -457,6 +490,20 @@ class Wallets:
             json={"address": address, "signature": signature},
         )
         return _parse(Wallet, raw, "wallet")
+
+    def register_key(self, private_key: str) -> Wallet:
+        """Register the wallet of ``private_key`` as your organisation's.
+
+        The proof is signed here; the key itself is never sent.
+        """
+        org = self._http.json("GET", "/me")["organisation"]["id"]
+        address, signature = wallet_proof(private_key, org)
+        return self.register(org, address, signature)
+
+    def mine(self) -> Wallet:
+        """Your organisation's wallet and its escrow balance."""
+        org = self._http.json("GET", "/me")["organisation"]["id"]
+        return self.get(org)
 
     def get(self, organisation_id: uuid.UUID | str) -> Wallet:
         """An organisation's wallet and its escrow balance."""

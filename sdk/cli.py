@@ -68,6 +68,17 @@ def _datasets() -> None:
     """Dataset listings: privacy budgets, quotes, purchases, entitlements."""
 
 
+wallet_app = typer.Typer(
+    help="Your organisation's wallet: the onchain way of paying and being paid.",
+    no_args_is_help=True,
+)
+
+
+@wallet_app.callback()
+def _wallet() -> None:
+    """Your organisation's wallet: the onchain way of paying and being paid."""
+
+
 ApiKey = Annotated[
     str | None,
     typer.Option(
@@ -975,13 +986,25 @@ def datasets_quote(
         typer.Option(help="The query's sensitivity, to state the expected DP error."),
     ] = None,
     mechanism: Annotated[str, typer.Option(help="laplace or gaussian.")] = "laplace",
+    payment_method: Annotated[
+        str,
+        typer.Option(
+            "--payment-method",
+            help="credits, or onchain (your registered wallet's escrow deposit).",
+        ),
+    ] = "credits",
     as_json: AsJson = False,
     api_key: ApiKey = None,
     url: Url = DEFAULT_BASE_URL,
 ) -> None:
-    """Price an entitlement on a dataset, paid with credits."""
+    """Price an entitlement on a dataset, paid with credits or from your wallet."""
     if mechanism not in ("laplace", "gaussian"):
         fail(f"--mechanism: {mechanism!r} is not laplace or gaussian")
+    if payment_method not in ("credits", "onchain"):
+        fail(
+            f"--payment-method: {payment_method!r} is not credits or onchain (cards "
+            "are paid through the SDK with a Stripe payment method)"
+        )
     with _connect(ctx, api_key, url, None) as client, _reported():
         quote = client.quotes.create(
             dataset,
@@ -991,6 +1014,7 @@ def datasets_quote(
             periods=periods,
             sensitivity=sensitivity,
             mechanism="gaussian" if mechanism == "gaussian" else "laplace",
+            payment_method="onchain" if payment_method == "onchain" else "credits",
         )
     if as_json:
         _out().print_json(quote.model_dump_json())
@@ -1014,7 +1038,7 @@ def datasets_buy(
     api_key: ApiKey = None,
     url: Url = DEFAULT_BASE_URL,
 ) -> None:
-    """Order a quote with your credits; print the entitlement it grants."""
+    """Order a quote (credits or your wallet's escrow); print its entitlement."""
     with _connect(ctx, api_key, url, None) as client, _reported():
         order = client.orders.create(quote, idempotency_key=idempotency_key)
     if as_json:
@@ -1065,3 +1089,65 @@ def datasets_entitlements(
             e.expires_at.strftime("%Y-%m-%d %H:%M"),
         )
     _out().print(table)
+
+
+@wallet_app.command("register")
+def wallet_register(
+    ctx: typer.Context,
+    key_file: Annotated[
+        Path,
+        typer.Option(
+            "--key-file",
+            help="The wallet's private key (hex); signs the proof here and is "
+            "never sent.",
+            dir_okay=False,
+        ),
+    ],
+    as_json: AsJson = False,
+    api_key: ApiKey = None,
+    url: Url = DEFAULT_BASE_URL,
+) -> None:
+    """Register the wallet of --key-file as your organisation's."""
+    try:
+        mode = key_file.stat().st_mode
+        private_key = key_file.read_text(encoding="utf-8").strip()
+    except OSError as exc:
+        fail(f"--key-file: cannot read {key_file} ({exc.strerror})")
+    if mode & 0o077:
+        fail(f"--key-file: {key_file} is readable by others; chmod 600 it first")
+    with _connect(ctx, api_key, url, None) as client, _reported():
+        wallet = client.wallets.register_key(private_key)
+    if as_json:
+        _out().print_json(wallet.model_dump_json())
+        return
+    _out().print(
+        f"wallet {wallet.address} is your organisation's; deposit into the "
+        "exchange's payment escrow from it to pay onchain",
+        markup=False,
+        highlight=False,
+    )
+
+
+@wallet_app.command("show")
+def wallet_show(
+    ctx: typer.Context,
+    as_json: AsJson = False,
+    api_key: ApiKey = None,
+    url: Url = DEFAULT_BASE_URL,
+) -> None:
+    """Your organisation's wallet and what it holds in the payment escrow."""
+    with _connect(ctx, api_key, url, None) as client, _reported():
+        wallet = client.wallets.mine()
+    if as_json:
+        _out().print_json(wallet.model_dump_json())
+        return
+    balance = (
+        "unknown (the chain did not answer)"
+        if wallet.escrow_balance_minor is None
+        else _money(wallet.escrow_balance_minor, wallet.currency or "")
+    )
+    _out().print(
+        f"wallet {wallet.address} · escrow balance {balance}",
+        markup=False,
+        highlight=False,
+    )

@@ -549,3 +549,72 @@ def test_a_wallet_is_registered_with_its_signature_and_read_back(
     wallet = buyer.wallets.register(served.buyer.org_id, address, signature)
     assert wallet.address == address and wallet.escrow_balance_minor == 0
     assert buyer.wallets.get(served.buyer.org_id).address == address
+
+
+def test_the_sdk_signs_the_proof_the_exchange_checks() -> None:
+    import secrets
+
+    from marketplace.models import WALLET_PROOF as SERVER_PROOF
+    from marketplace.payments.onchain import verify_wallet_proof
+    from sdk import WALLET_PROOF, wallet_proof
+
+    assert WALLET_PROOF == SERVER_PROOF
+    org = uuid.uuid4()
+    address, signature = wallet_proof("0x" + secrets.token_hex(32), org)
+    assert verify_wallet_proof(org, address, signature) == address
+    with pytest.raises(InputError) as err:
+        wallet_proof("0x12", org)
+    assert err.value.field == "private_key"
+
+
+def test_wallet_commands_and_an_onchain_purchase(
+    app_client: TestClient, served: Served, tmp_path: Path
+) -> None:
+    from sdk.cli import wallet_app
+    from tests.api.test_onchain_payments import Wallet
+
+    ledger = app_client.app.state.chain.get().ledger  # type: ignore[attr-defined]
+    wallet = Wallet(ledger)
+    key_file = tmp_path / "wallet.key"
+    key_file.write_text(wallet.key + "\n", encoding="utf-8")
+    key_file.chmod(0o644)
+    runner = CliRunner()
+    env = {
+        "COLUMNS": "200",
+        "VEILX_API_KEY": served.buyer.key,
+        "VEILX_URL": str(app_client.base_url),
+    }
+
+    def run(app: Any, *args: str) -> Any:
+        return runner.invoke(app, list(args), env=env, obj=app_client)
+
+    loose = run(wallet_app, "register", "--key-file", str(key_file))
+    assert loose.exit_code == 2 and "chmod 600" in loose.stderr
+    key_file.chmod(0o600)
+    missing = run(wallet_app, "show")
+    assert missing.exit_code == 2 and "has no wallet" in missing.stderr
+    done = run(wallet_app, "register", "--key-file", str(key_file))
+    assert done.exit_code == 0, done.output
+    assert wallet.address in done.stdout and wallet.key not in done.stdout
+    wallet.deposit(ledger, 3 * PRICE)
+    shown = run(wallet_app, "show", "--json")
+    assert json.loads(shown.stdout)["escrow_balance_minor"] == 3 * PRICE
+
+    quoted = run(
+        datasets_app,
+        "quote",
+        served.dataset_id,
+        "--queries",
+        "2",
+        "--payment-method",
+        "onchain",
+        "--json",
+    )
+    assert quoted.exit_code == 0, quoted.output
+    bought = run(datasets_app, "buy", json.loads(quoted.stdout)["id"])
+    assert bought.exit_code == 0, bought.output
+    assert "paid 50.00 EUR" in bought.stdout
+    shown = run(wallet_app, "show")
+    assert f"escrow balance {PRICE / 100:.2f} EUR" in shown.stdout
+    bad = run(datasets_app, "quote", served.dataset_id, "--payment-method", "gold")
+    assert bad.exit_code == 2 and "--payment-method" in bad.stderr
