@@ -523,9 +523,13 @@ class TransactionSender:
         LedgerError
             When the node refuses the transaction.
         """
+        return self._sign_and_send(partial(self.sign, fn, gas=gas, value=value))
+
+    def _sign_and_send(self, sign: Callable[[], SignedTx]) -> TxReceipt:
+        """Sign and broadcast under the lock, re-sign on a stale nonce, then wait."""
         for attempt in itertools.count(1):
             with self._lock:  # broadcast in nonce order: no gaps between threads
-                signed = self.sign(fn, gas=gas, value=value)
+                signed = sign()
                 try:
                     self.broadcast(signed)
                 except _StaleNonceError:
@@ -544,35 +548,28 @@ class TransactionSender:
             As :meth:`send` does.
         """
         target = Web3.to_checksum_address(to)
-        for attempt in itertools.count(1):
-            with self._lock:
-                block = self._rpc.retry(lambda: self._w3.eth.get_block("latest"))
-                nonce = self._take_nonce()
-                tx: dict[str, Any] = {
-                    "from": self.address,
-                    "to": target,
-                    "value": wei,
-                    "data": b"",
-                    "gas": 21_000,
-                    "nonce": nonce,
-                    "chainId": self._get_chain_id(),
-                    **self._fees(block),
-                }
-                try:
-                    raw = bytes(self._signer.sign_transaction(tx))
-                except BaseException:
-                    self._next_nonce = None
-                    raise
-                tx_hash = "0x" + keccak(raw).hex()
-                signed = SignedTx(raw=raw, tx_hash=tx_hash, nonce=nonce)
-                try:
-                    self.broadcast(signed)
-                except _StaleNonceError:
-                    if attempt >= _NONCE_ATTEMPTS:
-                        raise
-                    continue
-            return self.wait(signed.tx_hash)
-        raise AssertionError("unreachable")  # pragma: no cover
+
+        def sign() -> SignedTx:
+            block = self._rpc.retry(lambda: self._w3.eth.get_block("latest"))
+            nonce = self._take_nonce()
+            tx: dict[str, Any] = {
+                "from": self.address,
+                "to": target,
+                "value": wei,
+                "data": b"",
+                "gas": 21_000,
+                "nonce": nonce,
+                "chainId": self._get_chain_id(),
+                **self._fees(block),
+            }
+            try:
+                raw = bytes(self._signer.sign_transaction(tx))
+            except BaseException:
+                self._next_nonce = None  # do not leave a gap: re-read next time
+                raise
+            return SignedTx(raw=raw, tx_hash="0x" + keccak(raw).hex(), nonce=nonce)
+
+        return self._sign_and_send(sign)
 
 
 # --- RPC access shared with the contract wrappers -----------------------------------

@@ -255,3 +255,53 @@ def test_connect_checks_there_is_code_at_every_address() -> None:
     assert (
         info.value.reason == f"no contract code at the ReceiptAnchor address {nowhere}"
     )
+
+
+def test_an_escrow_round_trips_and_older_files_have_none() -> None:
+    with_escrow = dataclasses.replace(
+        SAMPLE,
+        escrow=address(6),  # type: ignore[arg-type]
+        payment_token=address(7),  # type: ignore[arg-type]
+    )
+    raw = json.loads(with_escrow.to_json())
+    assert raw["escrow"] == address(6) and raw["payment_token"] == address(7)
+    assert Deployment.from_json(with_escrow.to_json(), source="mem") == with_escrow
+    assert "escrow" not in json.loads(SAMPLE.to_json())  # older files: unchanged
+    assert Deployment.from_json(SAMPLE.to_json(), source="mem").escrow is None
+    broken = {**raw, "payment_token": "0x12"}
+    with pytest.raises(DeploymentError, match="payment_token"):
+        Deployment.from_json(json.dumps(broken), source="mem")
+
+
+def test_deploy_with_an_escrow_grants_the_operator_and_binds_it() -> None:
+    w3, _ = new_chain()
+    admin = funded_signer(w3)
+    operator = funded_signer(w3, eth=1).address
+    sender = TransactionSender(w3, admin)
+    deployment = deploy_contracts(
+        w3, sender, network="local", operator=operator, escrow=True
+    )
+    assert deployment.escrow is not None and deployment.payment_token is not None
+    assert {"PaymentEscrow", "SettlementToken"} <= set(deployment.bytecode_sha256)
+    assert has_role(
+        w3,
+        "PaymentEscrow",
+        deployment.escrow,
+        keccak(text="OPERATOR_ROLE"),
+        operator,
+    )
+    ledger = Ledger.connect(w3, deployment, admin)
+    assert ledger.escrow is not None and ledger.payment_token is not None
+    assert ledger.escrow.get_token() == deployment.payment_token
+    assert ledger.payment_token.get_decimals() == 2
+    assert ledger.payment_token.get_symbol() == "vEUR"
+    # An existing token is used as given, and no new one is deployed.
+    again = deploy_contracts(
+        w3,
+        sender,
+        network="local",
+        escrow=True,
+        payment_token=deployment.payment_token,
+    )
+    assert again.payment_token == deployment.payment_token
+    assert "SettlementToken" not in again.bytecode_sha256
