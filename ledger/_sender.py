@@ -19,10 +19,12 @@ Retries
     :class:`~ledger.errors.ChainConnectionError`.
 
 Reverts
-    Every transaction is simulated with ``eth_call`` before it is signed, so a
-    revert surfaces as :class:`~ledger.errors.TransactionRevertedError` without
-    spending gas. A transaction mined with status 0 is replayed as a call on the
-    state it ran on to recover its reason. Revert data is decoded against the
+    Every transaction is executed before it is signed — by ``eth_estimateGas``
+    (a revert there is decoded by repeating the call with ``eth_call``), or by
+    ``eth_call`` when the gas limit is given — so a revert surfaces as
+    :class:`~ledger.errors.TransactionRevertedError` without spending gas. A
+    transaction mined with status 0 is replayed as a call on the state it ran on
+    to recover its reason. Revert data is decoded against the
     errors of every compiled artifact plus ``Error(string)`` and ``Panic(uint256)``.
     The data is read from web3's ``ContractLogicError.data`` (JSON-RPC nodes, the
     embedded chain) or, for web3's plain eth-tester provider, which re-raises a
@@ -276,10 +278,13 @@ class TransactionSender:
         """
         call, name = self._call_params(fn, value)
         if gas is not None:
+            # No estimate to run the call: simulate it, so a revert costs no gas.
             call["gas"] = gas
-        self._rpc.simulate(call, name)
+            self._rpc.simulate(call, name)
         block = self._rpc.retry(lambda: self._w3.eth.get_block("latest"))
         if gas is None:
+            # The estimate executes the call: a revert there is decoded by
+            # simulating it once more (_estimate), so the happy path runs it once.
             gas = self._estimate(call, name, int(block["gasLimit"]))
         fees = self._fees(block)
         chain_id = self._get_chain_id()

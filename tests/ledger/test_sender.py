@@ -157,9 +157,22 @@ def test_a_revert_is_not_retried(rig: Rig) -> None:
     rig.provider.calls.clear()
     with pytest.raises(TransactionRevertedError):
         rig.sender.sign(anchor_fn(rig, 6, count=0))
+    # The estimate runs the call and reverts; one eth_call decodes the reason.
+    assert rig.provider.calls["eth_estimateGas"] == 1
     assert rig.provider.calls["eth_call"] == 1
-    assert rig.provider.calls["eth_estimateGas"] == 0
     assert rig.provider.calls["eth_sendRawTransaction"] == 0
+
+
+def test_the_happy_path_executes_the_call_once(rig: Rig) -> None:
+    rig.provider.calls.clear()
+    rig.sender.sign(anchor_fn(rig, 8))
+    assert rig.provider.calls["eth_estimateGas"] == 1
+    assert rig.provider.calls["eth_call"] == 0  # no separate simulation
+    rig.provider.calls.clear()
+    with pytest.raises(TransactionRevertedError):
+        rig.sender.sign(anchor_fn(rig, 9, count=0), gas=200_000)
+    assert rig.provider.calls["eth_call"] == 1  # a given gas limit: simulated
+    assert rig.provider.calls["eth_estimateGas"] == 0
 
 
 def test_access_control_error_names_account_and_role(rig: Rig) -> None:
@@ -267,12 +280,15 @@ def test_json_rpc_revert_shapes_are_decoded(
     rig: Rig, error: Callable[[bytes], Any], expected: tuple[str, dict[str, Any]]
 ) -> None:
     data = error_data("EmptyRoot(uint64)", ["uint64"], [5])
+    # A reverting call reverts the same way in the estimate and in eth_call.
+    rig.provider.hooks["eth_estimateGas"] = lambda params, seen: error(data)
     rig.provider.hooks["eth_call"] = lambda params, seen: error(data)
     rig.provider.calls.clear()
     with pytest.raises(TransactionRevertedError) as info:
         rig.sender.sign(anchor_fn(rig, 9))
     assert (info.value.error, info.value.args) == expected
     assert info.value.data == data
+    assert rig.provider.calls["eth_estimateGas"] == 1
     assert rig.provider.calls["eth_call"] == 1
 
 
@@ -290,9 +306,11 @@ def test_json_rpc_revert_shapes_are_decoded(
 def test_json_rpc_reason_and_panic_reverts(
     rig: Rig, data: bytes, expected: tuple[str, dict[str, Any]]
 ) -> None:
-    rig.provider.hooks["eth_call"] = lambda params, seen: rpc_error(
-        3, "execution reverted", "0x" + data.hex()
-    )
+    def revert(params: Any, seen: Any) -> Any:
+        return rpc_error(3, "execution reverted", "0x" + data.hex())
+
+    rig.provider.hooks["eth_estimateGas"] = revert
+    rig.provider.hooks["eth_call"] = revert
     with pytest.raises(TransactionRevertedError) as info:
         rig.sender.sign(anchor_fn(rig, 9))
     assert (info.value.error, info.value.args) == expected
