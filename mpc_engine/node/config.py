@@ -14,6 +14,8 @@ Example (``node.toml``; relative paths are relative to this file)::
     model_eval_epsilon = 0.5            # ε of the DP Gram release (default 0.5)
     model_eval_delta = 0.0              # δ > 0 switches to Gaussian noise
     categories = { sex = ["f", "m"] }   # optional public domains (DP group-by)
+    policy_sha256 = "9c1e…"             # optional: the only rights policy the node
+                                        # will enforce (the listing's policy_hash)
 
     [[datasets]]
     dataset_id = "9a31…"
@@ -169,6 +171,14 @@ class DatasetConfig(BaseModel):
     categories: dict[ColumnName, list[str | float | bool]] = Field(
         default_factory=dict,
         description="Declared public value domains per column (for DP group-by).",
+    )
+    policy_sha256: str | None = Field(
+        default=None,
+        pattern=r"^[0-9a-f]{64}$",
+        description="Pin the rights policy: the node serves the dataset only under "
+        "the policy with this hash (the listing's policy_hash) and ignores any "
+        "other the exchange lists, so a policy change needs the provider's consent "
+        "here too.",
     )
 
     @field_validator("model_eval_epsilon", "model_eval_delta")

@@ -232,6 +232,14 @@ class NodeService:
     def _publish(self, entry: DatasetConfig) -> ServedDataset:
         """Load one dataset, make its version live, pin its policy, attest it."""
         listing = self._listing(entry.dataset_id)
+        pinned = entry.policy_sha256
+        if pinned is not None and listing.policy_hash != pinned:
+            raise NodeError(
+                f"dataset {entry.dataset_id}: the exchange lists policy "
+                f"{listing.policy_hash[:12]}… but the node config pins "
+                f"{pinned[:12]}… (policy_sha256); refusing to serve it until they "
+                "match"
+            )
         loaded = load_dataset(entry, listing.columns)
         self._ensure_version(loaded)
         self.state.pin_policy(entry.dataset_id, listing.policy)
@@ -355,7 +363,19 @@ class NodeService:
                 "dataset %s: cannot refresh the policy (%s)", dataset_id, exc
             )
             return served
-        if listing.policy_hash != served.policy_hash:
+        pinned = served.config.policy_sha256
+        if listing.policy_hash != served.policy_hash and pinned is not None:
+            # The provider pinned the policy: the exchange cannot loosen (or
+            # change) it alone. Jobs under the other policy are refused with
+            # ``policy_changed``.
+            logger.warning(
+                "dataset %s: the exchange lists policy %s…, not the pinned %s…; "
+                "still enforcing the pinned one",
+                dataset_id,
+                listing.policy_hash[:12],
+                pinned[:12],
+            )
+        elif listing.policy_hash != served.policy_hash:
             self.state.pin_policy(dataset_id, listing.policy)
             served = ServedDataset(
                 data=served.data,

@@ -22,6 +22,7 @@ from mpc_engine.node import NodeService, StateError
 from mpc_engine.node import executor as executor_module
 from mpc_engine.node import runner as runner_module
 from mpc_engine.node.config import NodeConfig, parse_config
+from mpc_engine.node.errors import ConfigError
 from mpc_engine.node.state import JournalState
 from mpc_engine.protocol import (
     JobKind,
@@ -448,3 +449,57 @@ def test_inputs_the_exchange_does_not_serve_are_refused(
     assert second["reason_code"] == ReasonCode.INVALID_CONTEXT.value
     assert "does not serve it (no such context)" in second["reason"]
     service.close()
+
+
+def _pinned(config: NodeConfig, policy_hash: str) -> NodeConfig:
+    (entry,) = config.datasets
+    pinned = entry.model_copy(update={"policy_sha256": policy_hash})
+    return config.model_copy(update={"datasets": [pinned]})
+
+
+def test_a_pinned_policy_is_the_only_one_enforced(
+    config: NodeConfig, fake: FakeExchange, caplog: pytest.LogCaptureFixture
+) -> None:
+    pinned_hash = fake.policy.policy_hash()
+    service = _service(_pinned(config, pinned_hash), fake)
+    service.start()
+    # The exchange loosens the policy on its own: the node keeps the pinned one.
+    fake.policy = credit_policy(purposes=["model-benchmarking"])
+    job = fake.submit(JobKind.AGGREGATE, {"statistics": ["count"]}, buyer=BUYER)
+    with caplog.at_level(logging.WARNING, logger="veilx.node"):
+        assert service.poll_once()
+    assert fake.results[job][0]["reason_code"] == ReasonCode.POLICY_CHANGED.value
+    assert service.datasets[fake.dataset_id].policy_hash == pinned_hash
+    assert "not the pinned" in caplog.text
+    service.refresh_policies()
+    assert service.state.pinned_policy(fake.dataset_id).policy_hash() == pinned_hash
+    service.close()
+
+
+def test_a_node_refuses_to_start_on_a_policy_it_did_not_pin(
+    config: NodeConfig, fake: FakeExchange
+) -> None:
+    service = _service(_pinned(config, "ab" * 32), fake)
+    with pytest.raises(runner_module.NodeError, match="policy_sha256"):
+        service.start()
+    service.close()
+
+
+def test_a_pinned_hash_must_look_like_one(tmp_path: Path, fake: FakeExchange) -> None:
+    path, _ = write_sample(sample(CREDIT), tmp_path)
+    with pytest.raises(ConfigError, match=r"datasets\[0\]\.policy_sha256"):
+        parse_config(
+            {
+                "exchange_url": "http://exchange.test",
+                "api_key": fake.api_key,
+                "name": "n",
+                "datasets": [
+                    {
+                        "dataset_id": str(fake.dataset_id),
+                        "source": {"kind": "csv", "path": str(path)},
+                        "policy_sha256": "not-a-hash",
+                    }
+                ],
+            },
+            base=tmp_path,
+        )
