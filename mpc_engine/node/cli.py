@@ -131,9 +131,14 @@ def serve(
         logging.getLogger("veilx.node").info("stopping (signal %d)", signum)
         stop.set()
 
+    def _reload(signum: int, frame: FrameType | None) -> None:
+        logging.getLogger("veilx.node").info("reloading the sources (SIGHUP)")
+        service.request_reload()
+
     previous = {
         sig: signal.signal(sig, _stop) for sig in (signal.SIGINT, signal.SIGTERM)
     }
+    previous[signal.SIGHUP] = signal.signal(signal.SIGHUP, _reload)
     try:
         service.start()
         typer.echo(

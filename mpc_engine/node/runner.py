@@ -29,7 +29,10 @@ Start-up (:meth:`NodeService.start`):
    ==================================  ============================================
 
 The loop (:meth:`NodeService.serve`) re-reads the listings' policies every
-minute (and whenever a job names another policy), every 30 seconds runs the jobs
+minute (and whenever a job names another policy), every 10 seconds checks the
+CSV/Parquet files for changes and publishes a changed one as the new live version
+with its attestation (:meth:`NodeService.reload_sources`; ``SIGHUP`` re-reads
+every source, SQL tables included), every 30 seconds runs the jobs
 the exchange lists as dispatched to this node that the journal does not know
 (:meth:`NodeService.resume_orphans`: a claim whose answer never arrived), long-polls
 for the next job, starts it,
@@ -60,7 +63,7 @@ import httpx
 from mpc_engine.he import PublicContext
 from mpc_engine.node.attestation import build_attestation
 from mpc_engine.node.client import ExchangeClient
-from mpc_engine.node.config import DatasetConfig, NodeConfig
+from mpc_engine.node.config import DatasetConfig, NodeConfig, SqlSource
 from mpc_engine.node.errors import (
     ExchangeError,
     ExchangeUnavailable,
@@ -90,6 +93,9 @@ GRAM_DIR = "grams"
 POLICY_REFRESH_SECONDS = 60.0
 """How often the loop re-reads the listings' policies (a job under another
 policy also triggers a re-read)."""
+SOURCE_CHECK_SECONDS = 10.0
+"""How often the loop looks for changed CSV/Parquet files (a ``stat``; SQL sources
+are re-read on :meth:`NodeService.request_reload`, e.g. ``SIGHUP``)."""
 ORPHAN_CHECK_SECONDS = 30.0
 """How often the loop looks for jobs dispatched to the node that it never received."""
 
@@ -147,6 +153,9 @@ class NodeService:
         self._identity: NodeIdentity | None = None
         self.datasets: dict[uuid.UUID, ServedDataset] = {}
         self._refreshed = time.monotonic()
+        self._sources_checked = time.monotonic()
+        self._reload_all = threading.Event()
+        self._source_stats: dict[uuid.UUID, tuple[int, int] | None] = {}
         self._orphans_checked = time.monotonic()
         self._inputs = _ExchangeInputs(
             self._client, ContextCache(self._client.get_context)
@@ -229,8 +238,14 @@ class NodeService:
             )
         return listing
 
-    def _publish(self, entry: DatasetConfig) -> ServedDataset:
-        """Load one dataset, make its version live, pin its policy, attest it."""
+    def _publish(
+        self, entry: DatasetConfig, current: ServedDataset | None = None
+    ) -> ServedDataset:
+        """Load one dataset, make its version live, pin its policy, attest it.
+
+        With ``current`` (a reload), the same content returns ``current`` as is.
+        """
+        stat_before = _source_stat(entry)
         listing = self._listing(entry.dataset_id)
         pinned = entry.policy_sha256
         if pinned is not None and listing.policy_hash != pinned:
@@ -241,6 +256,11 @@ class NodeService:
                 "match"
             )
         loaded = load_dataset(entry, listing.columns)
+        # The stat taken before reading: a write during the read shows as a change
+        # next time, so the newer content is loaded then.
+        self._source_stats[entry.dataset_id] = stat_before
+        if current is not None and loaded.content_hash == current.data.content_hash:
+            return current
         self._ensure_version(loaded)
         self.state.pin_policy(entry.dataset_id, listing.policy)
         served = ServedDataset(
@@ -391,6 +411,44 @@ class NodeService:
             )
         return served
 
+    def request_reload(self) -> None:
+        """Re-read every source on the loop's next pass (``SIGHUP``; SQL sources)."""
+        self._reload_all.set()
+
+    def reload_sources(self, *, force: bool = False) -> list[uuid.UUID]:
+        """Re-read changed sources and publish their new versions; their ids.
+
+        A CSV or Parquet file counts as changed when its size or modification
+        time differs from when it was read; ``force`` re-reads every source (SQL
+        tables have no cheap change signal). A re-read whose content hash is the
+        same changes nothing. A new content becomes a new live version at the
+        exchange, with its signed attestation; jobs admitted on the old version
+        are then refused ``dataset_version_unavailable``. A source that fails to
+        load (a half-written file, a dropped column) leaves the current version
+        served, and is tried again next time.
+        """
+        changed: list[uuid.UUID] = []
+        for dataset_id, served in list(self.datasets.items()):
+            entry = served.config
+            if not force and _source_stat(entry) == self._source_stats.get(dataset_id):
+                continue
+            try:
+                fresh = self._publish(entry, current=served)
+            except (NodeError, ExchangeError) as exc:
+                logger.warning(
+                    "dataset %s: cannot reload the source (%s); still serving "
+                    "version %s…",
+                    dataset_id,
+                    exc,
+                    served.data.content_hash[:12],
+                )
+                continue
+            if fresh is not served:
+                self.datasets[dataset_id] = fresh
+                changed.append(dataset_id)
+        self._sources_checked = time.monotonic()
+        return changed
+
     def refresh_policies(self) -> None:
         """:meth:`refresh_policy` for every dataset (the loop does it periodically)."""
         for dataset_id in list(self.datasets):
@@ -479,6 +537,11 @@ class NodeService:
             try:
                 if time.monotonic() - self._refreshed >= POLICY_REFRESH_SECONDS:
                     self.refresh_policies()
+                if self._reload_all.is_set():
+                    self._reload_all.clear()
+                    self.reload_sources(force=True)
+                elif time.monotonic() - self._sources_checked >= SOURCE_CHECK_SECONDS:
+                    self.reload_sources()
                 if time.monotonic() - self._orphans_checked >= ORPHAN_CHECK_SECONDS:
                     self.resume_orphans()
                 self.flush()
@@ -507,3 +570,15 @@ def load_key(state_dir: Path) -> NodeKey:
     if created:
         logger.info("created the node key %s", state_dir / KEY_FILE)
     return key
+
+
+def _source_stat(entry: DatasetConfig) -> tuple[int, int] | None:
+    """A file source's (size, mtime in ns); ``None`` for SQL or a missing file."""
+    source = entry.source
+    if isinstance(source, SqlSource):
+        return None
+    try:
+        info = source.path.stat()
+    except OSError:
+        return None
+    return info.st_size, info.st_mtime_ns

@@ -503,3 +503,77 @@ def test_a_pinned_hash_must_look_like_one(tmp_path: Path, fake: FakeExchange) ->
             },
             base=tmp_path,
         )
+
+
+def _data_path(config: NodeConfig) -> Path:
+    (entry,) = config.datasets
+    path = entry.source.path  # type: ignore[union-attr]
+    assert isinstance(path, Path)
+    return path
+
+
+def test_a_changed_source_is_published_as_the_new_live_version(
+    config: NodeConfig, fake: FakeExchange, caplog: pytest.LogCaptureFixture
+) -> None:
+    service = _service(config, fake)
+    service.start()
+    first = service.datasets[fake.dataset_id].data.content_hash
+    assert service.reload_sources() == []  # nothing changed: nothing read
+    assert len(fake.versions) == 1
+
+    path = _data_path(config)
+    lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
+    path.write_text("".join(lines[:-1]), encoding="utf-8")  # one row fewer
+    assert service.reload_sources() == [fake.dataset_id]
+    served = service.datasets[fake.dataset_id]
+    assert served.data.content_hash != first
+    assert served.data.row_count == len(lines) - 2
+    assert fake.live_version is not None
+    live = fake._version(fake.live_version)
+    assert live["content_hash"] == served.data.content_hash
+    assert fake.attestations[-1].attestation.content_hash == served.data.content_hash
+    # A job on the new version runs; one admitted on the old one is refused.
+    job = fake.submit(JobKind.AGGREGATE, {"statistics": ["count"]}, buyer=BUYER)
+    assert service.poll_once()
+    assert fake.state_of(job) is JobState.SUCCEEDED
+    old = fake.submit(JobKind.AGGREGATE, {"statistics": ["count"]}, buyer=BUYER)
+    spec = fake.jobs[old]["spec"]
+    fake.jobs[old]["spec"] = spec.model_copy(update={"content_hash": first})
+    assert service.poll_once()
+    assert fake.results[old][0]["reason_code"] == (
+        ReasonCode.DATASET_VERSION_UNAVAILABLE.value
+    )
+
+    # A broken file keeps the current version served (and is retried later).
+    path.write_text("not,the,schema\n1,2,3\n", encoding="utf-8")
+    with caplog.at_level(logging.WARNING, logger="veilx.node"):
+        assert service.reload_sources() == []
+    assert "cannot reload the source" in caplog.text
+    assert service.datasets[fake.dataset_id] is served
+    # Rewriting the same content as before: re-read, nothing new published.
+    path.write_text("".join(lines[:-1]), encoding="utf-8")
+    versions = len(fake.versions)
+    assert service.reload_sources() == []
+    assert len(fake.versions) == versions
+    assert service.reload_sources(force=True) == []  # forced: read, unchanged
+    service.close()
+
+
+def test_a_reload_request_rereads_every_source_on_the_next_pass(
+    config: NodeConfig, fake: FakeExchange, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    service = _service(config, fake)
+    service.start()
+    stop = threading.Event()
+    calls: list[bool] = []
+
+    def reload(*, force: bool = False) -> list[uuid.UUID]:
+        calls.append(force)
+        stop.set()
+        return []
+
+    monkeypatch.setattr(service, "reload_sources", reload)
+    service.request_reload()  # what SIGHUP does
+    service.serve(stop)
+    assert calls == [True]
+    service.close()
