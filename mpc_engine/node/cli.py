@@ -6,11 +6,15 @@ Errors are printed as one line, ``veilx: error: <what and why>``, with exit code
 
 from __future__ import annotations
 
+import getpass
+import json
 import logging
+import os
 import signal
 import socket
 import sys
 import threading
+import uuid
 from pathlib import Path
 from types import FrameType
 from typing import Annotated, NoReturn
@@ -242,3 +246,86 @@ def show(config: ConfigOption) -> None:
             f"model       {model.name} ({model.kind.value}, "
             f"{len(model.features)} features) on {model.dataset_id}"
         )
+
+
+def _open_state(cfg: NodeConfig) -> NodeState:
+    db = cfg.state_dir / STATE_FILE
+    if not db.exists():
+        fail(f"{db}: no node state yet; start the node with `veilx node serve` first")
+    try:
+        return NodeState(db)
+    except NodeError as exc:
+        fail(str(exc))
+
+
+@app.command()
+def pending(config: ConfigOption) -> None:
+    """List the jobs held for this node's own approval (``approve_locally``)."""
+    cfg = _config(config)
+    state = _open_state(cfg)
+    try:
+        held = state.held(undecided_only=True)
+    finally:
+        state.close()
+    if not held:
+        typer.echo("no job awaits approval at this node")
+        return
+    for job in held:
+        spec = job.spec
+        typer.echo(
+            f"{spec.job_id}  {spec.kind.value}  dataset {spec.dataset_id}  buyer "
+            f"{spec.buyer_id} ({spec.buyer_region})  purpose {spec.purpose}  "
+            f"deadline {spec.deadline:%Y-%m-%d %H:%M}Z  params "
+            f"{json.dumps(spec.params, sort_keys=True)}"
+        )
+
+
+def _decide(config: Path, job: str, *, approved: bool, note: str | None) -> None:
+    cfg = _config(config)
+    try:
+        job_id = uuid.UUID(job)
+    except ValueError:
+        fail(f"JOB: {job!r} is not a job id")
+    state = _open_state(cfg)
+    try:
+        decision = state.decide(job_id, approved=approved, by=_who(), note=note or None)
+    except NodeError as exc:
+        fail(str(exc))
+    finally:
+        state.close()
+    verb = "approved" if decision.approved else "denied"
+    typer.echo(
+        f"job {job_id} {verb} at this node by {decision.decided_by}; the running "
+        "node acts on it within seconds"
+    )
+
+
+def _who() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return f"uid:{os.getuid()}"
+
+
+@app.command()
+def approve(
+    job: Annotated[str, typer.Argument(help="The held job's id.")],
+    config: ConfigOption,
+    note: Annotated[str | None, typer.Option(help="Why (kept at the node).")] = None,
+) -> None:
+    """Approve a job held for this node's own approval."""
+    _decide(config, job, approved=True, note=note)
+
+
+@app.command()
+def deny(
+    job: Annotated[str, typer.Argument(help="The held job's id.")],
+    config: ConfigOption,
+    reason: Annotated[
+        str, typer.Option(help="Why: reported to the buyer with `denied`.")
+    ],
+) -> None:
+    """Deny a job held for this node's own approval (it ends ``rejected``)."""
+    if not reason.strip():
+        fail("--reason: must not be empty")
+    _decide(config, job, approved=False, note=reason.strip())

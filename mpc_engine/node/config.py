@@ -7,6 +7,8 @@ Example (``node.toml``; relative paths are relative to this file)::
     name = "hospital-a-node-1"
     state_dir = "node-state"            # default: "node-state" next to this file
     poll_wait = 20                      # long-poll seconds, 0 to 30
+    approve_locally = false             # true: jobs whose policy asks for human
+                                        # approval also wait for `veilx node approve`
 
     [[datasets]]
     dataset_id = "4f0c…"                # the listing's id at the exchange
@@ -242,6 +244,12 @@ class NodeConfig(BaseModel):
         min_length=1, max_length=100, pattern=r"^[\x21-\x7e][\x20-\x7e]*$"
     )
     poll_wait: float = Field(default=20.0, ge=0, le=30)
+    approve_locally: bool = Field(
+        default=False,
+        description="Jobs whose policy asks for human approval also need a "
+        "decision made at the node (`veilx node approve` / `deny`), whatever the "
+        "exchange recorded.",
+    )
     datasets: list[DatasetConfig] = Field(default_factory=list)
     models: list[ModelConfig] = Field(default_factory=list)
 

@@ -21,6 +21,8 @@ purpose permitted and not prohibited        rejected   ``purpose_not_permitted``
 buyer region permitted                      rejected   ``region_not_permitted``
 policy not expired                          rejected   ``policy_expired``
 human approval present when required        rejected   ``policy_violation``
+(``approve_locally``) approved at the node     rejected   ``policy_violation`` /
+                                                       ``denied``
 ``max_queries_per_buyer`` not reached       rejected   ``query_limit``
 params valid (``parse_params``), inputs     rejected   ``invalid_params`` /
 and context as the kind needs                          ``invalid_input`` /
@@ -129,6 +131,7 @@ from mpc_engine.node.state import (
     GramRelease,
     GramStore,
     JournalState,
+    LocalDecision,
     NodeState,
 )
 from mpc_engine.policy import RightsPolicy
@@ -166,6 +169,7 @@ __all__ = [
     "ContextCache",
     "Execution",
     "JobInputs",
+    "LocalApproval",
     "NodeIdentity",
     "ServedDataset",
     "execute",
@@ -177,6 +181,13 @@ _MAX_REASON = 2000
 
 
 # -- what execute needs ----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LocalApproval:
+    """The node decides approvals itself; ``decision`` is its decision, if any."""
+
+    decision: LocalDecision | None
 
 
 @dataclass(frozen=True)
@@ -431,6 +442,7 @@ def execute(
     identity: NodeIdentity,
     inputs: JobInputs,
     now: datetime | None = None,
+    local_approval: LocalApproval | None = None,
 ) -> Execution:
     """Run ``spec`` at most once and return its result (see the module docstring).
 
@@ -456,6 +468,10 @@ def execute(
         Where input blobs and the buyer's context come from.
     now
         The current time (default: now, UTC).
+    local_approval
+        Set when the node decides approvals itself (``approve_locally``): a job
+        whose policy asks for human approval then needs ``decision`` to be an
+        approval made at the node, whatever the exchange recorded.
 
     Returns
     -------
@@ -482,7 +498,7 @@ def execute(
     moment = now or utc_now()
     job: _Job | None = None
     try:
-        served = _admit(spec, dataset, state, moment)
+        served = _admit(spec, dataset, state, moment, local_approval)
         params = _parse(spec)
         job = _Job(spec, served, state, grams, inputs, params)
         success = _RUNNERS[spec.kind](job)
@@ -612,7 +628,11 @@ def _short(digest: str) -> str:
 
 
 def _admit(
-    spec: JobSpec, dataset: ServedDataset | None, state: NodeState, now: datetime
+    spec: JobSpec,
+    dataset: ServedDataset | None,
+    state: NodeState,
+    now: datetime,
+    local: LocalApproval | None = None,
 ) -> ServedDataset:
     if now >= spec.deadline:
         raise _fail(
@@ -670,6 +690,18 @@ def _admit(
             ReasonCode.POLICY_VIOLATION,
             "approved_by: the policy requires human approval and the job carries none",
         )
+    if policy.human_approval and local is not None:
+        decision = local.decision
+        if decision is None:
+            raise _reject(
+                ReasonCode.POLICY_VIOLATION,
+                "the node requires its own approval (veilx node approve) and has none",
+            )
+        if not decision.approved:
+            why = f": {decision.note}" if decision.note else ""
+            raise _reject(
+                ReasonCode.DENIED, f"denied at the node by {decision.decided_by}{why}"
+            )
     limit = policy.max_queries_per_buyer
     if limit is not None:
         used = state.usage(dataset.dataset_id, spec.buyer_id).queries

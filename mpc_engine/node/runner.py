@@ -73,6 +73,7 @@ from mpc_engine.node.errors import (
 from mpc_engine.node.executor import (
     ContextCache,
     Execution,
+    LocalApproval,
     NodeIdentity,
     ServedDataset,
     execute,
@@ -473,12 +474,51 @@ class NodeService:
             identity=self.identity,
             inputs=self._inputs,
             now=self._clock(),
+            local_approval=LocalApproval(self.state.decision(spec.job_id))
+            if self._approves_locally(spec)
+            else None,
         )
+
+    def _approves_locally(self, spec: JobSpec) -> bool:
+        """Whether the node itself must approve ``spec`` (``approve_locally``)."""
+        if not self.config.approve_locally:
+            return False
+        served = self.datasets.get(spec.dataset_id)
+        return served is not None and served.policy.human_approval
+
+    def _held(self, spec: JobSpec) -> bool:
+        """Hold a job awaiting the node's own decision; whether it is held."""
+        if not self._approves_locally(spec) or self.state.decision(spec.job_id):
+            return False
+        if self._clock() >= spec.deadline:
+            return False  # run it: the executor ends it as timed out
+        if self.state.hold(spec):
+            logger.info(
+                "job %s (%s on dataset %s) awaits approval at this node: "
+                "veilx node approve %s",
+                spec.job_id,
+                spec.kind.value,
+                spec.dataset_id,
+                spec.job_id,
+            )
+        return True
+
+    def run_decided(self) -> int:
+        """Run the held jobs that were decided (or whose deadline passed)."""
+        done = 0
+        for held in self.state.held():
+            if held.decision is None and self._clock() < held.spec.deadline:
+                continue
+            self._run(held.spec, started=held.spec.state is JobState.RUNNING)
+            done += 1
+        return done
 
     def _run(self, spec: JobSpec, *, started: bool = False) -> None:
         """Start (unless the exchange has it running), execute, report."""
         if self.state.job(spec.job_id) is not None:
             logger.info("job %s is already in the journal; not run again", spec.job_id)
+            return
+        if self._held(spec):
             return
         if not started:
             try:
@@ -545,6 +585,7 @@ class NodeService:
                 if time.monotonic() - self._orphans_checked >= ORPHAN_CHECK_SECONDS:
                     self.resume_orphans()
                 self.flush()
+                self.run_decided()
                 if not self.poll_once():
                     stop.wait(idle)
                 backoff = 1.0

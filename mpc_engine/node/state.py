@@ -55,8 +55,10 @@ __all__ = [
     "Effects",
     "GramRelease",
     "GramStore",
+    "HeldJob",
     "JournalEntry",
     "JournalState",
+    "LocalDecision",
     "NodeState",
 ]
 
@@ -115,6 +117,17 @@ CREATE TABLE IF NOT EXISTS policies (
     policy_hash TEXT NOT NULL,
     policy TEXT NOT NULL,
     pinned_at TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS approvals (
+    job_id TEXT PRIMARY KEY,
+    dataset_id TEXT NOT NULL,
+    spec TEXT NOT NULL,
+    deadline TEXT NOT NULL,
+    held_at TEXT NOT NULL,
+    decision TEXT CHECK (decision IN ('approved', 'denied')),
+    decided_by TEXT,
+    note TEXT,
+    decided_at TEXT
 );
 CREATE TABLE IF NOT EXISTS versions (
     dataset_id TEXT NOT NULL,
@@ -183,6 +196,25 @@ class Usage:
 
     queries: int = 0
     inference_rows: int = 0
+
+
+@dataclass(frozen=True)
+class LocalDecision:
+    """A human's decision at the node on a job held for local approval."""
+
+    approved: bool
+    decided_by: str
+    note: str | None
+    decided_at: str
+
+
+@dataclass(frozen=True)
+class HeldJob:
+    """A job held at the node for local approval."""
+
+    spec: JobSpec
+    held_at: str
+    decision: LocalDecision | None
 
 
 class NodeState:
@@ -458,6 +490,86 @@ class NodeState:
         )
 
     # -- policies and versions ---------------------------------------------------------
+
+    # -- local approval ----------------------------------------------------------
+
+    def hold(self, spec: JobSpec) -> bool:
+        """Hold ``spec`` for a local decision; ``False`` if it was held before."""
+        with self._transaction() as tx:
+            cur = tx.execute(
+                "INSERT OR IGNORE INTO approvals (job_id, dataset_id, spec, deadline, "
+                "held_at) VALUES (?, ?, ?, ?, ?)",
+                (
+                    str(spec.job_id),
+                    str(spec.dataset_id),
+                    spec.model_dump_json(),
+                    spec.deadline.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+                    _now(),
+                ),
+            )
+            return cur.rowcount == 1
+
+    def decide(
+        self, job_id: uuid.UUID, *, approved: bool, by: str, note: str | None
+    ) -> LocalDecision:
+        """Record the decision on a held job (the same decision again is a no-op).
+
+        Raises
+        ------
+        StateError
+            The job is not held here, or was decided the other way already.
+        """
+        wanted = "approved" if approved else "denied"
+        with self._transaction() as tx:
+            row = tx.execute(
+                "SELECT decision FROM approvals WHERE job_id = ?", (str(job_id),)
+            ).fetchone()
+            if row is None:
+                raise StateError(f"job {job_id} is not held for approval at this node")
+            if row[0] is not None and row[0] != wanted:
+                raise StateError(f"job {job_id} was {row[0]} already")
+            if row[0] is None:
+                tx.execute(
+                    "UPDATE approvals SET decision = ?, decided_by = ?, note = ?, "
+                    "decided_at = ? WHERE job_id = ?",
+                    (wanted, by, note, _now(), str(job_id)),
+                )
+        decision = self.decision(job_id)
+        assert decision is not None  # noqa: S101 - just written
+        return decision
+
+    def decision(self, job_id: uuid.UUID) -> LocalDecision | None:
+        """The local decision on ``job_id``, if one was made."""
+        row = self._one(
+            "SELECT decision, decided_by, note, decided_at FROM approvals "
+            "WHERE job_id = ? AND decision IS NOT NULL",
+            (str(job_id),),
+        )
+        if row is None:
+            return None
+        return LocalDecision(row[0] == "approved", row[1], row[2], row[3])
+
+    def held(self, *, undecided_only: bool = False) -> list[HeldJob]:
+        """Held jobs not yet in the journal, oldest first."""
+        sql = (
+            "SELECT a.spec, a.held_at, a.decision, a.decided_by, a.note, "
+            "a.decided_at FROM approvals a LEFT JOIN jobs j ON j.job_id = a.job_id "
+            "WHERE j.job_id IS NULL"
+        )
+        if undecided_only:
+            sql += " AND a.decision IS NULL"
+        with self._lock:
+            rows = self._conn.execute(sql + " ORDER BY a.held_at").fetchall()
+        return [
+            HeldJob(
+                spec=JobSpec.model_validate_json(r[0]),
+                held_at=r[1],
+                decision=None
+                if r[2] is None
+                else LocalDecision(r[2] == "approved", r[3], r[4], r[5]),
+            )
+            for r in rows
+        ]
 
     def pin_policy(self, dataset_id: uuid.UUID, policy: RightsPolicy) -> bool:
         """Pin ``policy`` as the one the node enforces; ``True`` if it changed."""

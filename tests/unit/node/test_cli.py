@@ -119,3 +119,70 @@ def test_the_node_never_imports_the_exchange_or_the_sdk() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
     )
     assert out.stdout.strip() == "[]"
+
+
+def test_pending_approve_and_deny_at_the_node(tmp_path: Path) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from mpc_engine.protocol import JobKind, JobSpec
+
+    config = tmp_path / "node.toml"
+    config.write_text(
+        'exchange_url = "http://localhost:8000"\nname = "n1"\napprove_locally = true\n'
+    )
+    _one_error(
+        runner.invoke(app, ["pending", "--config", str(config)]), "no node state yet"
+    )
+    now = datetime.now(UTC)
+
+    def spec() -> JobSpec:
+        return JobSpec(
+            job_id=uuid.uuid4(),
+            dataset_id=uuid.uuid4(),
+            dataset_version_id=uuid.uuid4(),
+            content_hash="a" * 64,
+            policy_hash="b" * 64,
+            buyer_id=uuid.uuid4(),
+            buyer_region="DE",
+            purpose="research",
+            kind=JobKind.AGGREGATE,
+            params={"statistics": ["count"]},
+            inputs={},
+            context_id=None,
+            created_at=now,
+            deadline=now + timedelta(hours=1),
+        )
+
+    one, two = spec(), spec()
+    state = NodeState(tmp_path / "node-state" / "state.db")
+    assert state.hold(one) and state.hold(two) and not state.hold(one)
+    state.close()
+    listed = runner.invoke(app, ["pending", "--config", str(config)])
+    assert listed.exit_code == 0, listed.stderr
+    assert str(one.job_id) in listed.stdout and str(two.job_id) in listed.stdout
+    assert "purpose research" in listed.stdout
+
+    ok = runner.invoke(app, ["approve", str(one.job_id), "--config", str(config)])
+    assert ok.exit_code == 0, ok.stderr
+    assert f"job {one.job_id} approved at this node by " in ok.stdout
+    no_reason = runner.invoke(
+        app, ["deny", str(two.job_id), "--config", str(config), "--reason", " "]
+    )
+    _one_error(no_reason, "--reason: must not be empty")
+    denied = runner.invoke(
+        app, ["deny", str(two.job_id), "--config", str(config), "--reason", "no"]
+    )
+    assert denied.exit_code == 0, denied.stderr
+    flip = runner.invoke(app, ["deny", str(one.job_id), "--config", str(config),
+                               "--reason", "changed my mind"])  # fmt: skip
+    _one_error(flip, "was approved already")
+    _one_error(
+        runner.invoke(app, ["approve", "nope", "--config", str(config)]),
+        "JOB: 'nope' is not a job id",
+    )
+    _one_error(
+        runner.invoke(app, ["approve", str(uuid.uuid4()), "--config", str(config)]),
+        "is not held for approval",
+    )
+    left = runner.invoke(app, ["pending", "--config", str(config)])
+    assert "no job awaits approval at this node" in left.stdout

@@ -577,3 +577,89 @@ def test_a_reload_request_rereads_every_source_on_the_next_pass(
     service.serve(stop)
     assert calls == [True]
     service.close()
+
+
+def _approved(fake: FakeExchange, job: uuid.UUID) -> None:
+    """The exchange's record of a human approval on ``job``."""
+    spec = fake.jobs[job]["spec"]
+    fake.jobs[job]["spec"] = spec.model_copy(update={"approved_by": "user:dpo"})
+
+
+def test_a_node_that_approves_locally_holds_jobs_until_its_own_decision(
+    config: NodeConfig, fake: FakeExchange, runs: Counter[uuid.UUID]
+) -> None:
+    from mpc_engine.node.state import NodeState
+
+    fake.policy = credit_policy(human_approval=True)
+    local = config.model_copy(update={"approve_locally": True})
+    service = _service(local, fake)
+    service.start()
+    first = fake.submit(JobKind.AGGREGATE, {"statistics": ["count"]}, buyer=BUYER)
+    second = fake.submit(JobKind.AGGREGATE, {"statistics": ["count"]}, buyer=BUYER)
+    _approved(fake, first)
+    _approved(fake, second)
+    assert service.poll_once() and service.poll_once()
+    # Approved at the exchange, but held here: nothing ran, nothing reported.
+    assert runs[first] == runs[second] == 0
+    assert first not in fake.results and second not in fake.results
+    assert [h.spec.job_id for h in service.state.held(undecided_only=True)] == [
+        first,
+        second,
+    ]
+    assert service.run_decided() == 0
+    service.resume_orphans()  # a dispatched job the journal lacks: still held
+    assert runs[first] == 0
+
+    # The provider decides at the node (another process: the CLI's connection).
+    other = NodeState(local.state_dir / runner_module.STATE_FILE)
+    other.decide(first, approved=True, by="dpo", note=None)
+    other.decide(second, approved=False, by="dpo", note="not for this purpose")
+    with pytest.raises(StateError, match="approved already"):
+        other.decide(first, approved=False, by="dpo", note=None)
+    other.close()
+    assert service.run_decided() == 2
+    assert fake.state_of(first) is JobState.SUCCEEDED and runs[first] == 1
+    result = fake.results[second][0]
+    assert result["reason_code"] == ReasonCode.DENIED.value
+    assert "denied at the node by dpo: not for this purpose" in result["reason"]
+    assert runs[second] == 0
+    assert service.run_decided() == 0  # each runs once
+    service.close()
+
+
+def test_without_local_approval_configured_the_exchange_record_suffices(
+    config: NodeConfig, fake: FakeExchange
+) -> None:
+    fake.policy = credit_policy(human_approval=True)
+    service = _service(config, fake)
+    service.start()
+    job = fake.submit(JobKind.AGGREGATE, {"statistics": ["count"]}, buyer=BUYER)
+    _approved(fake, job)
+    assert service.poll_once()
+    assert fake.state_of(job) is JobState.SUCCEEDED
+    service.close()
+
+
+def test_a_held_job_past_its_deadline_ends_timed_out(
+    config: NodeConfig, fake: FakeExchange, runs: Counter[uuid.UUID]
+) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    fake.policy = credit_policy(human_approval=True)
+    now = {"t": datetime.now(UTC)}
+    service = NodeService(
+        config.model_copy(update={"approve_locally": True}),
+        transport=fake.transport(),
+        sleep=lambda _: None,
+        clock=lambda: now["t"],
+    )
+    service.start()
+    job = fake.submit(JobKind.AGGREGATE, {"statistics": ["count"]}, buyer=BUYER)
+    _approved(fake, job)
+    assert service.poll_once()
+    assert service.run_decided() == 0
+    now["t"] += timedelta(hours=2)  # past the one-hour deadline, undecided
+    assert service.run_decided() == 1
+    assert fake.results[job][0]["reason_code"] == ReasonCode.TIMEOUT.value
+    assert runs[job] == 0
+    service.close()
