@@ -22,7 +22,10 @@ What it implements, as Stripe does:
 * ``POST /v1/refunds``, ``GET /v1/refunds/{id}``.
 * ``POST /v1/transfers``, ``GET /v1/transfers/{id}``, paid from the platform's
   available balance (captured − refunded − transferred, per currency, plus
-  :meth:`StripeTestServer.fund_balance`), and ``GET /v1/balance``.
+  :meth:`StripeTestServer.fund_balance`) — or, with ``source_transaction`` (a
+  captured charge), from that charge's own funds, pending or not, at most what
+  the charge has left (captured − refunded − transferred from it) — and
+  ``GET /v1/balance``.
 * ``GET /v1/events/{id}``; every state change appends an Event and, when
   ``webhook_url`` is set, POSTs it there signed with Stripe's scheme
   (``Stripe-Signature: t=<unix>,v1=<HMAC-SHA256(secret, "t.payload")>``).
@@ -31,8 +34,9 @@ What it implements, as Stripe does:
   ``Idempotency-Key`` (same key and parameters: the stored answer is replayed
   with ``Idempotent-Replayed: true``; other parameters: ``idempotency_error``).
 
-Simplifications, on purpose: captured funds are available at once (at Stripe
-they are pending for days, unless the test card 4000000000000077 is used);
+Simplifications, on purpose: captured funds are available at once unless the
+server is made with ``funds_pending=True`` (then they are pending, as at Stripe
+for days, until :meth:`StripeTestServer.release_pending`);
 transfers need their destination to exist, not an active ``transfers``
 capability; ``expand`` is refused; there are no customers or saved methods.
 
@@ -434,6 +438,7 @@ class StripeTestServer:
         webhook_url: str | None = None,
         delivery: Literal["immediate", "manual"] = "immediate",
         max_delivery_attempts: int = 3,
+        funds_pending: bool = False,
     ):
         self.api_key = "sk_test_veilx_" + secrets.token_hex(12)
         self.webhook_secret = "whsec_" + secrets.token_hex(16)
@@ -445,6 +450,9 @@ class StripeTestServer:
         self._cards: dict[str, _TestCard | None] = {}  # PaymentIntent id -> card
         self._refunded: dict[str, int] = {}  # PaymentIntent id -> refunded so far
         self._available: dict[str, int] = {}
+        self.funds_pending = funds_pending
+        self._pending_funds: dict[str, int] = {}  # charge id -> its pending funds
+        self._moved_from: dict[str, int] = {}  # charge id -> transferred from it
         self._events: list[JSON] = []
         self._pending: list[JSON] = []
         self._deliveries: list[Delivery] = []
@@ -641,6 +649,23 @@ class StripeTestServer:
         with self._lock:
             key = currency.lower()
             self._available[key] = self._available.get(key, 0) + amount
+
+    def release_pending(self) -> None:
+        """Make every captured charge's pending funds available (days passed)."""
+        with self._lock:
+            for charge_id, amount in self._pending_funds.items():
+                currency = self._objects[charge_id]["currency"]
+                self._available[currency] = self._available.get(currency, 0) + amount
+            self._pending_funds.clear()
+
+    def pending_balance(self, currency: str) -> int:
+        """The platform's pending balance in ``currency`` (minor units)."""
+        with self._lock:
+            return sum(
+                amount
+                for charge_id, amount in self._pending_funds.items()
+                if self._objects[charge_id]["currency"] == currency.lower()
+            )
 
     def balance(self, currency: str) -> int:
         """The platform's available balance in ``currency`` (minor units)."""
@@ -921,9 +946,19 @@ class StripeTestServer:
                 }
                 for currency, amount in sorted(self._available.items())
             ],
-            "pending": [],
+            "pending": [
+                {"amount": amount, "currency": currency}
+                for currency, amount in sorted(self._pending_totals().items())
+            ],
             "livemode": False,
         }
+
+    def _pending_totals(self) -> dict[str, int]:
+        totals: dict[str, int] = {}
+        for charge_id, amount in self._pending_funds.items():
+            currency = self._objects[charge_id]["currency"]
+            totals[currency] = totals.get(currency, 0) + amount
+        return totals
 
     def _create_account(self, params: JSON, _: str, ctx: _Context) -> tuple[int, JSON]:
         _allow(
@@ -1182,7 +1217,7 @@ class StripeTestServer:
             charge["amount_captured"] = intent["amount"]
             intent["status"] = "succeeded"
             intent["amount_received"] = intent["amount"]
-            self._credit(intent["currency"], intent["amount"])
+            self._receive(charge, intent["amount"])
             self._emit("charge.succeeded", charge, ctx)
             self._emit("payment_intent.succeeded", intent, ctx, before)
         else:
@@ -1347,7 +1382,7 @@ class StripeTestServer:
         intent["amount_capturable"] = 0
         if metadata is not None:
             intent["metadata"] = {**intent["metadata"], **metadata}
-        self._credit(intent["currency"], amount)
+        self._receive(charge, amount)
         self._emit("charge.captured", charge, ctx, charge_before)
         self._emit("payment_intent.succeeded", intent, ctx, before)
         return 200, intent
@@ -1438,7 +1473,7 @@ class StripeTestServer:
         self._refunded[intent["id"]] = self._refunded.get(intent["id"], 0) + amount
         charge["amount_refunded"] += amount
         charge["refunded"] = charge["amount_refunded"] >= charge["amount_captured"]
-        self._credit(intent["currency"], -amount)
+        self._take(charge, amount)
         refund: JSON = {
             "id": _new_id("re"),
             "object": "refund",
@@ -1470,9 +1505,11 @@ class StripeTestServer:
                 "transfer_group",
                 "metadata",
                 "description",
+                "source_transaction",
             ),
         )
         amount = cast(int, _integer(params, "amount", required=True))
+        source_id = _string(params, "source_transaction")
         currency = _currency(params)
         destination = cast(str, _string(params, "destination", required=True))
         metadata = _metadata(params)
@@ -1484,8 +1521,40 @@ class StripeTestServer:
                 code="resource_missing",
                 param="destination",
             )
+        if source_id is not None:
+            source = self._objects.get(source_id)
+            if source is None or source["object"] != "charge":
+                raise _Fail(
+                    400,
+                    f"No such charge: '{source_id}'",
+                    code="resource_missing",
+                    param="source_transaction",
+                )
+            left = (
+                source["amount_captured"]
+                - source["amount_refunded"]
+                - self._moved_from.get(source_id, 0)
+            )
+            if not source["captured"] or source["currency"] != currency:
+                raise _Fail(
+                    400,
+                    f"The source transaction {source_id} is not a captured "
+                    f"{currency} charge.",
+                    param="source_transaction",
+                )
+            if amount > left:
+                raise _Fail(
+                    400,
+                    f"Insufficient funds on source transaction {source_id}: "
+                    f"{left} {currency} left, transfer {amount}.",
+                    code="balance_insufficient",
+                    param="amount",
+                    stored=True,
+                )
+            self._moved_from[source_id] = self._moved_from.get(source_id, 0) + amount
+            self._take(source, amount)
         available = self._available.get(currency, 0)
-        if amount > available:
+        if source_id is None and amount > available:
             raise _Fail(
                 400,
                 "You have insufficient available funds in your Stripe account. Try "
@@ -1496,7 +1565,8 @@ class StripeTestServer:
                 code="balance_insufficient",
                 stored=True,
             )
-        self._credit(currency, -amount)
+        if source_id is None:
+            self._credit(currency, -amount)
         transfer_id = _new_id("tr")
         transfer: JSON = {
             "id": transfer_id,
@@ -1519,7 +1589,7 @@ class StripeTestServer:
                 "url": f"/v1/transfers/{transfer_id}/reversals",
             },
             "reversed": False,
-            "source_transaction": None,
+            "source_transaction": source_id,
             "source_type": "card",
             "transfer_group": _string(params, "transfer_group"),
         }
@@ -1529,6 +1599,26 @@ class StripeTestServer:
 
     def _credit(self, currency: str, amount: int) -> None:
         self._available[currency] = self._available.get(currency, 0) + amount
+
+    def _receive(self, charge: JSON, amount: int) -> None:
+        """A capture's funds: pending (``funds_pending``) or available at once."""
+        if self.funds_pending:
+            self._pending_funds[charge["id"]] = (
+                self._pending_funds.get(charge["id"], 0) + amount
+            )
+        else:
+            self._credit(charge["currency"], amount)
+
+    def _take(self, charge: JSON, amount: int) -> None:
+        """Money leaving through ``charge`` (a refund, a sourced transfer): from
+        its pending funds first, the rest from the available balance.
+        """
+        pending = self._pending_funds.get(charge["id"], 0)
+        first = min(pending, amount)
+        if first:
+            self._pending_funds[charge["id"]] = pending - first
+        if amount - first:
+            self._credit(charge["currency"], -(amount - first))
 
 
 def _requirements(*, due: bool) -> JSON:

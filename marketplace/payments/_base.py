@@ -169,8 +169,14 @@ class PaymentProvider(Protocol):
         currency: str,
         group: str,
         idempotency_key: str,
+        source_payment: str | None = None,
     ) -> Transfer:
-        """Pay ``amount_minor`` out to ``destination`` (a connected account)."""
+        """Pay ``amount_minor`` out to ``destination`` (a connected account).
+
+        ``source_payment`` names the payment (the authorisation's reference) the
+        money came from, where the provider can pay from it before its funds
+        are available (Stripe's ``source_transaction``); others ignore it.
+        """
         ...
 
 

@@ -71,6 +71,7 @@ class CreditsProvider:
         currency: str,
         group: str,
         idempotency_key: str,
+        source_payment: str | None = None,
     ) -> Transfer:
         """Name the payout; the payee's on-chain credit is the record of it."""
         return Transfer(

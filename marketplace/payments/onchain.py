@@ -314,6 +314,7 @@ class OnchainProvider:
         currency: str,
         group: str,
         idempotency_key: str,
+        source_payment: str | None = None,
     ) -> Transfer:
         """Credit ``amount_minor`` of the captured money to wallet ``destination``.
 

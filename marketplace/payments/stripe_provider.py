@@ -239,6 +239,23 @@ class StripeProvider:
             self._raise(exc, f"reading PaymentIntent {reference}", reference)
         return self._authorization(intent)
 
+    def _charge_of(self, reference: str) -> str:
+        """The charge of PaymentIntent ``reference`` (``latest_charge``)."""
+        if reference.startswith("ch_"):
+            return reference
+        try:
+            intent = self._client.v1.payment_intents.retrieve(reference)
+        except stripe.StripeError as exc:
+            self._raise(exc, f"reading PaymentIntent {reference}", reference)
+        charge = intent.latest_charge
+        if charge is None:
+            raise PaymentError(
+                f"PaymentIntent {reference} has no charge to pay out from",
+                provider=self.name,
+                reference=reference,
+            )
+        return charge if isinstance(charge, str) else charge.id
+
     def capture(
         self, authorization: Authorization, amount_minor: int, *, idempotency_key: str
     ) -> Capture:
@@ -381,8 +398,14 @@ class StripeProvider:
         currency: str,
         group: str,
         idempotency_key: str,
+        source_payment: str | None = None,
     ) -> Transfer:
         """Pay ``amount_minor`` from the platform's balance to a connected account.
+
+        With ``source_payment`` (a PaymentIntent id) the transfer is paid from
+        that PaymentIntent's charge (``source_transaction``), so it does not wait
+        for the platform's funds to become available; it is at most what the
+        charge has left.
 
         Raises
         ------
@@ -399,15 +422,19 @@ class StripeProvider:
         """
         if amount_minor <= 0:
             raise ValueError(f"a transfer must be positive, not {amount_minor}")
+        params: dict[str, Any] = {
+            "amount": amount_minor,
+            "currency": currency.lower(),
+            "destination": destination,
+            "transfer_group": group,
+            "metadata": {"group": group},
+        }
+        if source_payment is not None:
+            # Paid from that charge's funds, even while they are still pending.
+            params["source_transaction"] = self._charge_of(source_payment)
         try:
             transfer = self._client.v1.transfers.create(
-                params={
-                    "amount": amount_minor,
-                    "currency": currency.lower(),
-                    "destination": destination,
-                    "transfer_group": group,
-                    "metadata": {"group": group},
-                },
+                params=params,  # type: ignore[arg-type]
                 options={"idempotency_key": idempotency_key},
             )
         except stripe.StripeError as exc:

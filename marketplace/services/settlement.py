@@ -41,6 +41,7 @@ from marketplace.models import (
     Charge,
     ChargeStatus,
     Entitlement,
+    Order,
     Organisation,
     OrgWallet,
     Payout,
@@ -181,6 +182,7 @@ class SettlementService:
                         if charge.captured_at
                         else None,
                         "dataset_id": str(charge.dataset_id),
+                        "entitlement_id": str(charge.entitlement_id),
                         "job_id": str(charge.job_id) if charge.job_id else None,
                         "gross_minor": charge.amount_minor,
                         "fee_minor": charge.fee_minor,
@@ -272,14 +274,7 @@ class SettlementService:
                 self.session.add(payout)
                 self.session.commit()
                 return
-            transfer = self.providers["stripe"].transfer(
-                destination=account.stripe_account_id,
-                amount_minor=payout.amount_minor,
-                currency=payout.currency,
-                group=f"settlement_{run.id}",
-                idempotency_key=f"payout_{payout.id}",
-            )
-            reference = transfer.reference
+            reference = self._stripe_transfers(run, payout, account.stripe_account_id)
         elif payout.method == "onchain":
             wallet = self.session.get(OrgWallet, payout.payee_id)
             onchain = self.providers.get("onchain")
@@ -320,6 +315,54 @@ class SettlementService:
         payout.paid_at = utcnow()
         self.session.add(payout)
         self.session.commit()
+
+    def _stripe_transfers(
+        self, run: SettlementRun, payout: Payout, destination: str
+    ) -> str:
+        """Pay a card payout as one transfer per entitlement's PaymentIntent.
+
+        Each transfer names its PaymentIntent's charge as ``source_transaction``,
+        so it is paid from that charge's funds even while they are still pending
+        (days, at Stripe); the idempotency key names the payout and the
+        entitlement, so a re-run pays none twice. Payouts recorded before lines
+        named their entitlement are paid as one transfer from the balance.
+        """
+        provider = self.providers["stripe"]
+        group = f"settlement_{run.id}"
+        by_ent: dict[str, int] = defaultdict(int)
+        for line in payout.lines:
+            by_ent[str(line.get("entitlement_id") or "")] += int(line["payee_minor"])
+        if "" in by_ent:
+            return provider.transfer(
+                destination=destination,
+                amount_minor=payout.amount_minor,
+                currency=payout.currency,
+                group=group,
+                idempotency_key=f"payout_{payout.id}",
+            ).reference
+        sources = {
+            str(ent_id): ref
+            for ent_id, ref in self.session.exec(
+                select(Entitlement.id, Order.payment_reference)
+                .join(Order, col(Order.id) == col(Entitlement.order_id))
+                .where(col(Entitlement.id).in_([uuid.UUID(e) for e in by_ent]))
+            )
+        }
+        done = [
+            provider.transfer(
+                destination=destination,
+                amount_minor=amount,
+                currency=payout.currency,
+                group=group,
+                idempotency_key=f"payout_{payout.id}_{ent_id}",
+                source_payment=sources.get(ent_id),
+            ).reference
+            for ent_id, amount in sorted(by_ent.items())
+            if amount > 0
+        ]
+        if len(done) == 1:
+            return done[0]
+        return f"{len(done)} transfers: {', '.join(done)}"[:255]
 
     # -- reading ----------------------------------------------------------------------
 

@@ -313,3 +313,75 @@ def test_a_card_subscription_is_captured_up_front_and_refunded_at_its_end(
     assert run["gross_minor"] == 13_000
     check = client.get("/v1/journal/check", headers=operator.headers).json()
     assert check["ok"], check
+
+
+@pytest.fixture
+def pending_exchange(
+    db: Database, tmp_path: Path
+) -> Iterator[tuple[httpx.Client, Database, StripeTestServer]]:
+    """The exchange against a Stripe whose captured funds stay pending (as live)."""
+    with StripeTestServer(funds_pending=True) as stripe_server:
+        settings = make_settings(
+            tmp_path,
+            database_url=db.engine.url.render_as_string(hide_password=False),
+            stripe_api_key=SecretStr(stripe_server.api_key),
+            stripe_webhook_secret=SecretStr(stripe_server.webhook_secret),
+            stripe_api_base=stripe_server.url,
+        )
+        with DemoServer(settings) as server:
+            stripe_server.webhook_url = f"{server.url}/v1/webhooks/stripe"
+            with httpx.Client(base_url=server.url, timeout=60) as client:
+                yield client, db, stripe_server
+
+
+def test_payouts_are_paid_from_their_charges_while_funds_are_pending(
+    pending_exchange: tuple[httpx.Client, Database, StripeTestServer],
+) -> None:
+    client, db, stripe_server = pending_exchange
+    operator = create_random_org(db, Role.OPERATOR)
+    start_at = datetime.now(UTC) - timedelta(seconds=1)
+    served = _served(client, db)
+    orders = []
+    for _ in range(2):  # two entitlements: two PaymentIntents, two charges
+        r = _card_order(client, served.buyer, served.dataset_id, "pm_card_visa", 1)
+        assert r.status_code == 201, r.text
+        orders.append(r.json())
+        _released_job(client, served)
+        ent = orders[-1]["entitlement_id"]
+        r = client.post(f"/v1/entitlements/{ent}/close", headers=served.buyer.headers)
+        assert r.status_code == 200, r.text
+    due = (
+        PRICE
+        + breakdown(PRICE, fee_bps=FEE_BPS, surcharge=_card_surcharge()).surcharge_minor
+    )
+    assert stripe_server.balance("eur") == 0  # captured, still pending
+    assert stripe_server.pending_balance("eur") == 2 * due
+
+    r = client.put(
+        f"/v1/organisations/{served.provider.org_id}/payout-account",
+        headers=operator.headers,
+    )
+    account = r.json()["stripe_account_id"]
+    stripe_server.complete_onboarding(account)
+    period = {
+        "period_start": start_at.isoformat(),
+        "period_end": datetime.now(UTC).isoformat(),
+    }
+    run = client.post("/v1/settlements", json=period, headers=operator.headers).json()
+    (payout,) = run["payouts"]
+    net = PRICE - PRICE * FEE_BPS // 10_000
+    assert payout["status"] == "paid" and payout["amount_minor"] == 2 * net, run
+    transfers = stripe_server.objects("transfer")
+    charges = {_pi(stripe_server, o["id"])["latest_charge"] for o in orders}
+    assert {t["source_transaction"] for t in transfers} == charges
+    assert [t["amount"] for t in transfers] == [net, net]
+    assert all(t["id"] in payout["reference"] for t in transfers)
+    assert stripe_server.balance("eur") == 0
+    assert stripe_server.pending_balance("eur") == 2 * (due - net)
+    # Settling the period again transfers nothing more.
+    client.post("/v1/settlements", json=period, headers=operator.headers)
+    assert len(stripe_server.objects("transfer")) == 2
+    stripe_server.release_pending()
+    assert stripe_server.balance("eur") == 2 * (due - net)  # the fees and surcharges
+    r = client.get("/v1/journal/check", headers=operator.headers)
+    assert r.json()["ok"] is True, r.text
