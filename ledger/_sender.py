@@ -288,17 +288,14 @@ class TransactionSender:
             gas = self._estimate(call, name, int(block["gasLimit"]))
         fees = self._fees(block)
         chain_id = self._get_chain_id()
+        return self._sign_with_nonce({**call, "gas": gas, "chainId": chain_id, **fees})
+
+    def _sign_with_nonce(self, tx: dict[str, Any]) -> SignedTx:
+        """Take the next nonce and sign ``tx`` with it (under the lock)."""
         with self._lock:
             nonce = self._take_nonce()
-            tx: dict[str, Any] = {
-                **call,
-                "gas": gas,
-                "nonce": nonce,
-                "chainId": chain_id,
-                **fees,
-            }
             try:
-                raw = bytes(self._signer.sign_transaction(tx))
+                raw = bytes(self._signer.sign_transaction({**tx, "nonce": nonce}))
             except BaseException:
                 self._next_nonce = None  # do not leave a gap: re-read next time
                 raise
@@ -556,23 +553,17 @@ class TransactionSender:
 
         def sign() -> SignedTx:
             block = self._rpc.retry(lambda: self._w3.eth.get_block("latest"))
-            nonce = self._take_nonce()
-            tx: dict[str, Any] = {
-                "from": self.address,
-                "to": target,
-                "value": wei,
-                "data": b"",
-                "gas": 21_000,
-                "nonce": nonce,
-                "chainId": self._get_chain_id(),
-                **self._fees(block),
-            }
-            try:
-                raw = bytes(self._signer.sign_transaction(tx))
-            except BaseException:
-                self._next_nonce = None  # do not leave a gap: re-read next time
-                raise
-            return SignedTx(raw=raw, tx_hash="0x" + keccak(raw).hex(), nonce=nonce)
+            return self._sign_with_nonce(
+                {
+                    "from": self.address,
+                    "to": target,
+                    "value": wei,
+                    "data": b"",
+                    "gas": 21_000,
+                    "chainId": self._get_chain_id(),
+                    **self._fees(block),
+                }
+            )
 
         return self._sign_and_send(sign)
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -51,10 +52,11 @@ def stripe_server() -> Iterator[StripeTestServer]:
         yield server
 
 
-@pytest.fixture
-def exchange(
+@contextmanager
+def _exchange_for(
     db: Database, tmp_path: Path, stripe_server: StripeTestServer
-) -> Iterator[tuple[httpx.Client, Database]]:
+) -> Iterator[httpx.Client]:
+    """The exchange (a served process) paying through ``stripe_server``."""
     settings = make_settings(
         tmp_path,
         database_url=db.engine.url.render_as_string(hide_password=False),
@@ -65,7 +67,15 @@ def exchange(
     with DemoServer(settings) as server:
         stripe_server.webhook_url = f"{server.url}/v1/webhooks/stripe"
         with httpx.Client(base_url=server.url, timeout=60) as client:
-            yield client, db
+            yield client
+
+
+@pytest.fixture
+def exchange(
+    db: Database, tmp_path: Path, stripe_server: StripeTestServer
+) -> Iterator[tuple[httpx.Client, Database]]:
+    with _exchange_for(db, tmp_path, stripe_server) as client:
+        yield client, db
 
 
 def _served(client: Any, db: Database) -> Served:
@@ -320,18 +330,11 @@ def pending_exchange(
     db: Database, tmp_path: Path
 ) -> Iterator[tuple[httpx.Client, Database, StripeTestServer]]:
     """The exchange against a Stripe whose captured funds stay pending (as live)."""
-    with StripeTestServer(funds_pending=True) as stripe_server:
-        settings = make_settings(
-            tmp_path,
-            database_url=db.engine.url.render_as_string(hide_password=False),
-            stripe_api_key=SecretStr(stripe_server.api_key),
-            stripe_webhook_secret=SecretStr(stripe_server.webhook_secret),
-            stripe_api_base=stripe_server.url,
-        )
-        with DemoServer(settings) as server:
-            stripe_server.webhook_url = f"{server.url}/v1/webhooks/stripe"
-            with httpx.Client(base_url=server.url, timeout=60) as client:
-                yield client, db, stripe_server
+    with (
+        StripeTestServer(funds_pending=True) as stripe_server,
+        _exchange_for(db, tmp_path, stripe_server) as client,
+    ):
+        yield client, db, stripe_server
 
 
 def test_payouts_are_paid_from_their_charges_while_funds_are_pending(
