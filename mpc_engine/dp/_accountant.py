@@ -2,8 +2,10 @@
 
 Accounting is **basic sequential composition**: every release on a dataset spends
 its (ε, δ) from both the buyer's budget and the dataset's total, and spending adds
-up — k releases of (εᵢ, δᵢ) are (Σεᵢ, Σδᵢ)-DP (Dwork & Roth 2014, Thm 3.16). It is
-simple, valid for any mix of mechanisms and easy for a regulator to recompute.
+up — k releases of (εᵢ, δᵢ) are (Σεᵢ, Σδᵢ)-DP (Dwork & Roth 2014, Thm 3.16). A
+release re-used by another buyer (the node's cached DP Gram matrix) is charged to
+that buyer's budget but counted in the dataset's total once. It is simple, valid
+for any mix of mechanisms and easy for a regulator to recompute.
 It is loose for many Gaussian releases: accounting those in zCDP (ρ adds up, one
 conversion to (ε, δ) at the end; Bun & Steinke 2016) or in Rényi DP (Mironov 2017)
 would allow noticeably more queries for the same (ε, δ) and is the natural upgrade.
@@ -44,7 +46,9 @@ if TYPE_CHECKING:
 
 _UP = Context(prec=60, rounding=ROUND_CEILING)
 _DOWN = Context(prec=60, rounding=ROUND_FLOOR)
-_STATE_VERSION = 1
+_STATE_VERSION = 2
+"""2 adds ``shared``: buyer spending that re-used a release the dataset's total
+already counts (version 1 states have none)."""
 _MAX_BUYER_LENGTH = 200
 
 
@@ -102,6 +106,9 @@ class Reservation:
     buyer: str
     loss: PrivacyLoss
     _accountant: PrivacyAccountant = field(repr=False, compare=False)
+    dataset: bool = True
+    """Whether the loss also counts against the dataset's total (``False``: the
+    buyer re-uses a release the total already counts)."""
 
     def commit(self, actual: PrivacyLoss | None = None) -> None:
         """Spend the reservation (or the smaller ``actual`` loss)."""
@@ -157,6 +164,7 @@ class PrivacyAccountant:
         self._budget_buyer = _Amount.of(budget_per_buyer)
         self._budget_dataset = _Amount.of(budget_per_dataset)
         self._spent = _ZERO
+        self._shared = _ZERO  # buyers' spending on releases the total counts
         self._spent_by_buyer: dict[str, _Amount] = {}
         self._pending: dict[str, Reservation] = {}
 
@@ -184,10 +192,21 @@ class PrivacyAccountant:
         """All buyers' total budget on this dataset."""
         return self._budget_dataset.as_loss()
 
-    def _pending_sum(self, buyer: str | None) -> _Amount:
+    def _pending_sum(self, buyer: str | None, *, shared: bool = False) -> _Amount:
+        """Pending loss of ``buyer``, or of the dataset (``buyer`` ``None``).
+
+        For the dataset only reservations that count against its total are
+        summed; ``shared`` sums the others instead.
+        """
         total = _ZERO
         for reservation in self._pending.values():
-            if buyer is None or reservation.buyer == buyer:
+            if shared:
+                if not reservation.dataset:
+                    total = total.plus(_Amount.of(reservation.loss))
+            elif buyer is None:
+                if reservation.dataset:
+                    total = total.plus(_Amount.of(reservation.loss))
+            elif reservation.buyer == buyer:
                 total = total.plus(_Amount.of(reservation.loss))
         return total
 
@@ -219,8 +238,14 @@ class PrivacyAccountant:
 
     # -- two-phase spending ----------------------------------------------------
 
-    def reserve(self, buyer: str, loss: PrivacyLoss) -> Reservation:
+    def reserve(
+        self, buyer: str, loss: PrivacyLoss, *, dataset: bool = True
+    ) -> Reservation:
         """Hold ``loss`` against ``buyer``'s and the dataset's budgets.
+
+        ``dataset=False`` holds it against the buyer's budget only: the buyer
+        re-uses a release whose loss the dataset's total already counts (one DP
+        release seen by several buyers costs the data subjects once).
 
         Both budgets are checked, and the amount held, under one lock: concurrent
         reservations can never together exceed either budget.
@@ -248,10 +273,10 @@ class PrivacyAccountant:
             raise InvalidParameter("loss", "must be a PrivacyLoss")
         amount = _Amount.of(loss)
         with self._lock:
-            for scope, used, budget in (
-                ("buyer", self._used(buyer), self._budget_buyer),
-                ("dataset", self._used(None), self._budget_dataset),
-            ):
+            scopes = [("buyer", self._used(buyer), self._budget_buyer)]
+            if dataset:
+                scopes.append(("dataset", self._used(None), self._budget_dataset))
+            for scope, used, budget in scopes:
                 if not used.plus(amount).within(budget):
                     raise BudgetExhausted(
                         scope,
@@ -259,7 +284,7 @@ class PrivacyAccountant:
                         requested=loss,
                         remaining=budget.minus(used).as_loss(),
                     )
-            reservation = Reservation(uuid.uuid4().hex, buyer, loss, self)
+            reservation = Reservation(uuid.uuid4().hex, buyer, loss, self, dataset)
             self._pending[reservation.id] = reservation
             return reservation
 
@@ -296,7 +321,10 @@ class PrivacyAccountant:
                     f"the reserved ε={held.loss.epsilon:g}, δ={held.loss.delta:g}",
                 )
             del self._pending[held.id]
-            self._spent = self._spent.plus(amount)
+            if held.dataset:
+                self._spent = self._spent.plus(amount)
+            else:
+                self._shared = self._shared.plus(amount)
             self._spent_by_buyer[held.buyer] = self._spent_by_buyer.get(
                 held.buyer, _ZERO
             ).plus(amount)
@@ -339,6 +367,9 @@ class PrivacyAccountant:
                 "budget_per_buyer": self._budget_buyer.as_json(),
                 "budget_per_dataset": self._budget_dataset.as_json(),
                 "spent": self._used(None).as_json(),
+                "shared": self._shared.plus(
+                    self._pending_sum(None, shared=True)
+                ).as_json(),
                 "buyers": {b: amount.as_json() for b, amount in buyers.items()},
             }
         return json.dumps(state, sort_keys=True, separators=(",", ":"))
@@ -369,24 +400,23 @@ class PrivacyAccountant:
             raise AccountantStateError("(document)", f"not JSON: {exc}") from exc
         if not isinstance(state, dict):
             raise AccountantStateError("(document)", "must be a JSON object")
-        expected = {
-            "version",
-            "budget_per_buyer",
-            "budget_per_dataset",
-            "spent",
-            "buyers",
-        }
+        version = state.get("version")
+        if version not in (1, _STATE_VERSION):
+            raise AccountantStateError("version", f"must be 1 or {_STATE_VERSION}")
+        expected = {"version", "budget_per_buyer", "budget_per_dataset", "spent"}
+        expected |= {"buyers"} | ({"shared"} if version == _STATE_VERSION else set())
         if set(state) != expected:
             raise AccountantStateError(
                 "(document)", f"must have exactly the keys {sorted(expected)}"
             )
-        if state["version"] != _STATE_VERSION:
-            raise AccountantStateError("version", f"must be {_STATE_VERSION}")
         budget_buyer = _parse_amount("budget_per_buyer", state["budget_per_buyer"])
         budget_dataset = _parse_amount(
             "budget_per_dataset", state["budget_per_dataset"]
         )
         spent = _parse_amount("spent", state["spent"])
+        shared = (
+            _parse_amount("shared", state["shared"]) if "shared" in state else _ZERO
+        )
         if not isinstance(state["buyers"], dict):
             raise AccountantStateError("buyers", "must be an object of buyer → amount")
         by_buyer: dict[str, _Amount] = {}
@@ -407,10 +437,13 @@ class PrivacyAccountant:
             )
             accountant._budget_buyer = budget_buyer
             accountant._budget_dataset = budget_dataset
-        # Fail closed: the dataset total is never below what its buyers spent.
+        # Fail closed: the dataset total is never below what its buyers spent,
+        # less what they spent re-using releases the total already counts.
+        floor = total.minus(shared)
         accountant._spent = _Amount(
-            max(spent.epsilon, total.epsilon), max(spent.delta, total.delta)
+            max(spent.epsilon, floor.epsilon), max(spent.delta, floor.delta)
         )
+        accountant._shared = shared
         accountant._spent_by_buyer = by_buyer
         return accountant
 

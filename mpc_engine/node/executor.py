@@ -60,7 +60,8 @@ Kinds (result layouts as in ``docs/protocol.md``):
   sensitivity when δ = 0, Gaussian for the ℓ2 sensitivity otherwise, both from
   :func:`~mpc_engine.he.sensitivity` at n − 1 rows, which also covers adding or
   removing a row). The release is cached (:class:`~mpc_engine.node.state.GramStore`)
-  and charged to a buyer the first time that buyer uses it; every evaluation is
+  and charged to a buyer the first time that buyer uses it — to the dataset's
+  total only the first time anyone pays for it; every evaluation is
   post-processing of it. Needs at least ``min_group_size`` complete rows.
 * ``encrypted_inference`` — the provider's registered model
   (:func:`~mpc_engine.he.score_linear`; a logistic model's scores are logits),
@@ -337,9 +338,9 @@ class _Job:
 
     # budget -----------------------------------------------------------------------
 
-    def reserve(self, planned: PrivacyLoss) -> Reservation:
+    def reserve(self, planned: PrivacyLoss, *, dataset: bool = True) -> Reservation:
         try:
-            reservation = self.accountant.reserve(self.buyer, planned)
+            reservation = self.accountant.reserve(self.buyer, planned, dataset=dataset)
         except BudgetExhausted as exc:
             raise _reject(ReasonCode.BUDGET_EXHAUSTED, str(exc)) from None
         self._reservations.append((reservation, None))
@@ -958,13 +959,19 @@ def _run_model_eval(job: _Job) -> _Success:
     content_hash = job.served.data.content_hash
     eps, dlt = config.model_eval_epsilon, config.model_eval_delta
     release = job.grams.get(content_hash, canonical, params.label, eps, dlt)
+    dataset_id = job.served.dataset_id
     charge = release is None or not job.state.gram_charged(
-        job.served.dataset_id, job.spec.buyer_id, release.release_id
+        dataset_id, job.spec.buyer_id, release.release_id
+    )
+    # One release costs the data subjects once: a buyer re-using a release the
+    # dataset's total already counts is charged to its own budget only.
+    counted = release is not None and job.state.gram_charged(
+        dataset_id, None, release.release_id
     )
     reservation = None
     if charge:
         planned = PrivacyLoss(eps, dlt) if release is None else release.loss
-        reservation = job.reserve(planned)
+        reservation = job.reserve(planned, dataset=not counted)
     context = job.context(galois=True)
     outer = _load_vector(job, "outer", context)
     linear = _load_vector(job, "linear", context)
@@ -987,6 +994,8 @@ def _run_model_eval(job: _Job) -> _Success:
     if reservation is not None:
         job.spend(reservation, release.loss)
         job.effects.gram_charge = release.release_id
+        if reservation.dataset:
+            job.effects.gram_dataset_charge = release.release_id
     output = {
         "model_kind": params.model_kind.value,
         "n_features": len(params.features),

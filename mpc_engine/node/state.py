@@ -15,7 +15,8 @@ Tables::
     accountants   dataset_id → PrivacyAccountant.to_json()
     releases      ReleaseKey digest → the released answer (replay at no cost)
     usage         (dataset_id, buyer_id) → queries, inference_rows
-    gram_charges  (dataset_id, buyer_id, release_id): the buyer paid for that DP
+    gram_charges  (dataset_id, buyer_id, release_id): the buyer (``*``: the
+                  dataset's total, once) paid for that DP
                   Gram release; later evaluations on it are post-processing
     policies      dataset_id → the pinned policy (hash, canonical JSON)
     versions      (dataset_id, content_hash) → when the node first saw it
@@ -138,6 +139,10 @@ CREATE TABLE IF NOT EXISTS versions (
 """
 
 
+_DATASET_SCOPE = "*"
+"""The ``gram_charges.buyer_id`` of a release the dataset's total has counted."""
+
+
 def _now() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
@@ -179,6 +184,8 @@ class Effects:
         ``(digest, answer)`` to store for replay.
     gram_charge
         A Gram release id the buyer has now paid for.
+    gram_dataset_charge
+        A Gram release id the dataset's total now counts (once, whoever paid).
     """
 
     dataset_id: str
@@ -188,6 +195,7 @@ class Effects:
     accountant: str | None = None
     release: tuple[str, dict[str, Any]] | None = None
     gram_charge: str | None = None
+    gram_dataset_charge: str | None = None
 
 
 @dataclass(frozen=True)
@@ -388,12 +396,16 @@ class NodeState:
                 "created_at) VALUES (?, ?, ?, ?)",
                 (digest, fx.dataset_id, canonical_json(value).decode(), now),
             )
-        if fx.gram_charge is not None:
-            tx.execute(
-                "INSERT OR IGNORE INTO gram_charges (dataset_id, buyer_id, release_id, "
-                "charged_at) VALUES (?, ?, ?, ?)",
-                (fx.dataset_id, fx.buyer_id, fx.gram_charge, now),
-            )
+        for buyer, release_id in (
+            (fx.buyer_id, fx.gram_charge),
+            (_DATASET_SCOPE, fx.gram_dataset_charge),
+        ):
+            if release_id is not None:
+                tx.execute(
+                    "INSERT OR IGNORE INTO gram_charges (dataset_id, buyer_id, "
+                    "release_id, charged_at) VALUES (?, ?, ?, ?)",
+                    (fx.dataset_id, buyer, release_id, now),
+                )
 
     def blobs(self, job_id: uuid.UUID) -> dict[str, bytes]:
         """The result blobs stored for ``job_id`` (empty once reported)."""
@@ -477,14 +489,15 @@ class NodeState:
         return value
 
     def gram_charged(
-        self, dataset_id: uuid.UUID, buyer_id: uuid.UUID, release_id: str
+        self, dataset_id: uuid.UUID, buyer_id: uuid.UUID | None, release_id: str
     ) -> bool:
-        """Whether the buyer has paid for that Gram release."""
+        """Whether the buyer (``None``: the dataset's total) paid for that release."""
+        who = _DATASET_SCOPE if buyer_id is None else str(buyer_id)
         return (
             self._one(
                 "SELECT 1 FROM gram_charges WHERE dataset_id = ? AND buyer_id = ? "
                 "AND release_id = ?",
-                (str(dataset_id), str(buyer_id), release_id),
+                (str(dataset_id), who, release_id),
             )
             is not None
         )

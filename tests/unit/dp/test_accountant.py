@@ -301,7 +301,15 @@ def test_state_takes_budgets_from_a_new_policy() -> None:
         (lambda s: "not json", "(document)"),
         (lambda s: json.dumps([1]), "(document)"),
         (lambda s: json.dumps({**s, "extra": 1}), "(document)"),
-        (lambda s: json.dumps({**s, "version": 2}), "version"),
+        (lambda s: json.dumps({**s, "version": 3}), "version"),
+        (
+            lambda s: json.dumps({k: v for k, v in s.items() if k != "shared"}),
+            "(document)",
+        ),
+        (
+            lambda s: json.dumps({**s, "shared": {"epsilon": "-1", "delta": "0"}}),
+            "shared.epsilon",
+        ),
         (
             lambda s: json.dumps({**s, "spent": {"epsilon": "-1", "delta": "0"}}),
             "spent.epsilon",
@@ -343,3 +351,43 @@ def test_restored_dataset_total_is_never_below_its_buyers() -> None:
     state["spent"] = {"epsilon": "0", "delta": "0"}  # tampered or stale
     restored = PrivacyAccountant.from_json(json.dumps(state))
     assert restored.spent() == PrivacyLoss(0.5)
+
+
+def test_a_shared_release_counts_in_the_dataset_total_once() -> None:
+    accountant = PrivacyAccountant(
+        budget_per_buyer=PrivacyLoss(1.0), budget_per_dataset=PrivacyLoss(1.5)
+    )
+    accountant.reserve("acme", PrivacyLoss(0.5)).commit()  # the release
+    for buyer in ("beta", "gamma", "delta"):  # three more buyers re-use it
+        accountant.reserve(buyer, PrivacyLoss(0.5), dataset=False).commit()
+    assert accountant.spent() == PrivacyLoss(0.5)
+    assert accountant.spent("gamma") == PrivacyLoss(0.5)
+    assert accountant.remaining() == PrivacyLoss(1.0)
+    # The buyer's own budget still binds a re-use.
+    with pytest.raises(BudgetExhausted):
+        accountant.reserve("gamma", PrivacyLoss(0.6), dataset=False)
+    # A pending re-use holds the buyer's budget, not the dataset's.
+    held = accountant.reserve("beta", PrivacyLoss(0.5), dataset=False)
+    assert accountant.remaining() == PrivacyLoss(1.0)
+    assert accountant.remaining("beta") == PrivacyLoss(0.0)
+    # Persisted (a pending re-use counts as spent, fail-closed) and restored
+    # without inflating the total to the sum of the buyers.
+    restored = PrivacyAccountant.from_json(accountant.to_json())
+    assert restored.spent() == PrivacyLoss(0.5)
+    assert restored.spent("beta") == PrivacyLoss(1.0)
+    held.release()
+    # Tampering that lowers the total below buyers − shared is undone.
+    state = json.loads(accountant.to_json())
+    state["spent"] = {"epsilon": "0", "delta": "0"}
+    assert PrivacyAccountant.from_json(json.dumps(state)).spent() == PrivacyLoss(0.5)
+
+
+def test_a_version_1_state_still_restores() -> None:
+    accountant = create_accountant()
+    accountant.reserve("acme", PrivacyLoss(0.5)).commit()
+    state = json.loads(accountant.to_json())
+    state["version"] = 1
+    del state["shared"]
+    restored = PrivacyAccountant.from_json(json.dumps(state))
+    assert restored.spent() == PrivacyLoss(0.5)
+    assert json.loads(restored.to_json())["version"] == 2

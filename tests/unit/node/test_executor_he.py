@@ -240,6 +240,10 @@ def test_the_gram_release_is_computed_once_and_charged_once_per_buyer(
     third = _model_job(node, eval_keys, w, b, buyer_id=OTHER_BUYER)
     assert third.result.receipt.receipt.privacy_loss.epsilon == charged  # type: ignore[union-attr]
     assert len(calls) == 1
+    # ... from its own budget: the dataset's total counts the one release once.
+    accountant = node.state.accountant(node.ds.dataset_id, node.ds.policy)
+    assert node.spent(OTHER_BUYER) == charged
+    assert accountant.spent().epsilon == charged
     # After a restart (a new cache object on the same directory) it is reused.
     node.grams = GramStore(grams.directory)
     fourth = _model_job(node, eval_keys, w, b)
@@ -613,3 +617,38 @@ def test_a_million_rows_cost_the_encrypted_part_nothing(
         _, metrics = _metrics(eval_keys, out)
         assert metrics.mse == pytest.approx(0.01, abs=2e-3)
     assert len(list(grams.directory.glob("*.npz"))) == 1
+
+
+def test_a_release_whose_first_job_failed_is_still_counted_by_the_next(
+    credit_data: LoadedDataset,
+    state: NodeState,
+    grams: GramStore,
+    identity: NodeIdentity,
+    eval_keys: SecretContext,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The cache may hold a release no job paid for (its job then failed): the
+    next buyer's use must count it in the dataset's total, not ride on it.
+    """
+    real = executor_module.evaluate_model
+    failures = [1]
+
+    def flaky(*args: Any, **kwargs: Any) -> Any:
+        if failures:
+            failures.pop()
+            raise RuntimeError("the node ran out of memory")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(executor_module, "evaluate_model", flaky)
+    node = _node(credit_data, state, grams, identity)
+    w, b = [30.0, 4000.0, -300.0], 1500.0
+    failed = _model_job(node, eval_keys, w, b)
+    assert failed.result.outcome is JobOutcome.FAILED
+    assert len(list(grams.directory.glob("*.npz"))) == 1  # the release is cached
+    accountant = node.state.accountant(node.ds.dataset_id, node.ds.policy)
+    assert accountant.spent().epsilon == 0
+    other = _model_job(node, eval_keys, w, b, buyer_id=OTHER_BUYER)
+    assert other.result.outcome is JobOutcome.SUCCEEDED, other.result.reason
+    charged = other.result.receipt.receipt.privacy_loss.epsilon  # type: ignore[union-attr]
+    accountant = node.state.accountant(node.ds.dataset_id, node.ds.policy)
+    assert charged > 0 and accountant.spent().epsilon == charged
