@@ -650,6 +650,11 @@ class StripeTestServer:
             key = currency.lower()
             self._available[key] = self._available.get(key, 0) + amount
 
+    def forget_idempotency_keys(self) -> None:
+        """Forget every stored idempotency key (Stripe keeps them 24 hours)."""
+        with self._lock:
+            self._idempotency.clear()
+
     def release_pending(self) -> None:
         """Make every captured charge's pending funds available (days passed)."""
         with self._lock:

@@ -41,6 +41,7 @@ from marketplace.models import (
     Charge,
     ChargeStatus,
     Entitlement,
+    JournalEntry,
     Order,
     Organisation,
     OrgWallet,
@@ -274,7 +275,15 @@ class SettlementService:
                 self.session.add(payout)
                 self.session.commit()
                 return
-            reference = self._stripe_transfers(run, payout, account.stripe_account_id)
+            single = self._stripe_transfers(run, payout, account.stripe_account_id)
+            if single is None:  # one journal entry per transfer, posted
+                payout.status = "paid"
+                payout.reference = self._transfer_refs(payout)
+                payout.paid_at = utcnow()
+                self.session.add(payout)
+                self.session.commit()
+                return
+            reference = single
         elif payout.method == "onchain":
             wallet = self.session.get(OrgWallet, payout.payee_id)
             onchain = self.providers.get("onchain")
@@ -318,14 +327,17 @@ class SettlementService:
 
     def _stripe_transfers(
         self, run: SettlementRun, payout: Payout, destination: str
-    ) -> str:
+    ) -> str | None:
         """Pay a card payout as one transfer per entitlement's PaymentIntent.
 
         Each transfer names its PaymentIntent's charge as ``source_transaction``,
         so it is paid from that charge's funds even while they are still pending
-        (days, at Stripe); the idempotency key names the payout and the
-        entitlement, so a re-run pays none twice. Payouts recorded before lines
-        named their entitlement are paid as one transfer from the balance.
+        (days, at Stripe). Each is journaled (``payout:<payout>:<entitlement>``)
+        and committed as soon as Stripe made it, so a re-run — even after Stripe
+        forgot the idempotency key (24 h) — pays only the transfers not made yet;
+        returns ``None`` then. Payouts recorded before lines named their
+        entitlement are paid as one transfer from the balance (its reference is
+        returned for the caller to journal).
         """
         provider = self.providers["stripe"]
         group = f"settlement_{run.id}"
@@ -348,21 +360,51 @@ class SettlementService:
                 .where(col(Entitlement.id).in_([uuid.UUID(e) for e in by_ent]))
             )
         }
-        done = [
-            provider.transfer(
+        journal = Journal(self.session)
+        for ent_id, amount in sorted(by_ent.items()):
+            entry = f"payout:{payout.id}:{ent_id}"
+            if amount <= 0 or self._posted(entry):
+                continue
+            transfer = provider.transfer(
                 destination=destination,
                 amount_minor=amount,
                 currency=payout.currency,
                 group=group,
                 idempotency_key=f"payout_{payout.id}_{ent_id}",
                 source_payment=sources.get(ent_id),
-            ).reference
-            for ent_id, amount in sorted(by_ent.items())
-            if amount > 0
-        ]
-        if len(done) == 1:
-            return done[0]
-        return f"{len(done)} transfers: {', '.join(done)}"[:255]
+            )
+            journal.post(
+                entry,
+                "payout",
+                [
+                    (payable_account(payout.payee_id, payout.currency), amount),
+                    (cash_account(payout.method, payout.currency), -amount),
+                ],
+                memo=transfer.reference,
+            )
+            self.session.commit()
+        return None
+
+    def _posted(self, reference: str) -> bool:
+        return (
+            self.session.exec(
+                select(JournalEntry.id).where(JournalEntry.reference == reference)
+            ).first()
+            is not None
+        )
+
+    def _transfer_refs(self, payout: Payout) -> str:
+        """The payout's Stripe transfers, as its journal entries name them."""
+        memos = list(
+            self.session.exec(
+                select(JournalEntry.memo)
+                .where(col(JournalEntry.reference).startswith(f"payout:{payout.id}:"))
+                .order_by(col(JournalEntry.reference))
+            )
+        )
+        if len(memos) == 1:
+            return str(memos[0])
+        return f"{len(memos)} transfers: {', '.join(map(str, memos))}"[:255]
 
     # -- reading ----------------------------------------------------------------------
 

@@ -388,3 +388,62 @@ def test_payouts_are_paid_from_their_charges_while_funds_are_pending(
     assert stripe_server.balance("eur") == 2 * (due - net)  # the fees and surcharges
     r = client.get("/v1/journal/check", headers=operator.headers)
     assert r.json()["ok"] is True, r.text
+
+
+def test_a_payout_interrupted_between_transfers_pays_only_the_rest(
+    pending_exchange: tuple[httpx.Client, Database, StripeTestServer],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from marketplace.payments import PaymentUnavailable
+    from marketplace.payments.stripe_provider import StripeProvider
+
+    client, db, stripe_server = pending_exchange
+    operator = create_random_org(db, Role.OPERATOR)
+    start_at = datetime.now(UTC) - timedelta(seconds=1)
+    served = _served(client, db)
+    for _ in range(2):
+        r = _card_order(client, served.buyer, served.dataset_id, "pm_card_visa", 1)
+        _released_job(client, served)
+        ent = r.json()["entitlement_id"]
+        client.post(f"/v1/entitlements/{ent}/close", headers=served.buyer.headers)
+    r = client.put(
+        f"/v1/organisations/{served.provider.org_id}/payout-account",
+        headers=operator.headers,
+    )
+    stripe_server.complete_onboarding(r.json()["stripe_account_id"])
+
+    # The first transfer is made, then Stripe becomes unreachable.
+    real = StripeProvider.transfer
+    calls: list[int] = []
+
+    def flaky(self: StripeProvider, **kwargs: Any) -> Any:
+        calls.append(1)
+        if len(calls) == 2:
+            raise PaymentUnavailable("Stripe timed out", provider="stripe")
+        return real(self, **kwargs)
+
+    monkeypatch.setattr(StripeProvider, "transfer", flaky)
+    period = {
+        "period_start": start_at.isoformat(),
+        "period_end": datetime.now(UTC).isoformat(),
+    }
+    run = client.post("/v1/settlements", json=period, headers=operator.headers).json()
+    (payout,) = run["payouts"]
+    assert payout["status"] == "failed" and run["status"] == "paying", run
+    assert len(stripe_server.objects("transfer")) == 1
+
+    # Days later: Stripe no longer remembers the key; the re-run pays only the
+    # transfer that was not made, and the journal stays balanced.
+    stripe_server.forget_idempotency_keys()
+    run = client.post("/v1/settlements", json=period, headers=operator.headers).json()
+    (payout,) = run["payouts"]
+    assert payout["status"] == "paid" and run["status"] == "completed", run
+    transfers = stripe_server.objects("transfer")
+    net = PRICE - PRICE * FEE_BPS // 10_000
+    assert [t["amount"] for t in transfers] == [net, net]
+    assert len({t["source_transaction"] for t in transfers}) == 2
+    assert payout["reference"].startswith("2 transfers: ")
+    r = client.get("/v1/journal/check", headers=operator.headers)
+    assert r.json()["ok"] is True, r.text
+    payable = client.get("/v1/balances", headers=served.provider.headers).json()
+    assert sum(a["balance_minor"] for a in payable if a["kind"] == "payable") == 0
