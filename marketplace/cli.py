@@ -24,6 +24,7 @@ from sdk.cli import (
     jobs_app,
     keys_app,
     receipts_app,
+    settlements_app,
     wallet_app,
 )
 from sdk.errors import VeilxError as SdkError
@@ -51,6 +52,7 @@ app.add_typer(receipts_app, name="receipts")
 app.add_typer(keys_app, name="keys")
 app.add_typer(datasets_app, name="datasets")
 app.add_typer(wallet_app, name="wallet")
+app.add_typer(settlements_app, name="settlements")
 app.add_typer(chain_app, name="chain")
 console = Console(soft_wrap=True)
 err_console = Console(stderr=True, soft_wrap=True)

@@ -550,15 +550,18 @@ class Settlements:
         return _parse(SettlementRun, raw, "settlement run")
 
     def statement(
-        self, settlement_id: uuid.UUID | str, payee_id: uuid.UUID | str
+        self, settlement_id: uuid.UUID | str, payee_id: uuid.UUID | str | None = None
     ) -> Statement:
-        """A payee's statement for a run (the payee, operator or regulator)."""
+        """A payee's statement for a run (the payee, operator or regulator).
+
+        ``payee_id`` defaults to your own organisation.
+        """
         path = self._statement_path(settlement_id, payee_id)
         raw = self._http.json("GET", path, params={"format": "json"})
         return _parse(Statement, raw, "statement")
 
     def statement_csv(
-        self, settlement_id: uuid.UUID | str, payee_id: uuid.UUID | str
+        self, settlement_id: uuid.UUID | str, payee_id: uuid.UUID | str | None = None
     ) -> str:
         """The same statement as CSV text (a header row, then one row per line)."""
         path = self._statement_path(settlement_id, payee_id)
@@ -567,11 +570,12 @@ class Settlements:
         )
         return response.text
 
-    @staticmethod
     def _statement_path(
-        settlement_id: uuid.UUID | str, payee_id: uuid.UUID | str
+        self, settlement_id: uuid.UUID | str, payee_id: uuid.UUID | str | None
     ) -> str:
         sid = as_uuid(settlement_id, "settlement_id")
+        if payee_id is None:
+            payee_id = str(self._http.json("GET", "/me")["organisation"]["id"])
         pid = as_uuid(payee_id, "payee_id")
         return f"/settlements/{sid}/statements/{pid}"
 

@@ -68,6 +68,17 @@ def _datasets() -> None:
     """Dataset listings: privacy budgets, quotes, purchases, entitlements."""
 
 
+settlements_app = typer.Typer(
+    help="Settlement runs and payees' statements (revenue over time).",
+    no_args_is_help=True,
+)
+
+
+@settlements_app.callback()
+def _settlements() -> None:
+    """Settlement runs and payees' statements (revenue over time)."""
+
+
 wallet_app = typer.Typer(
     help="Your organisation's wallet: the onchain way of paying and being paid.",
     no_args_is_help=True,
@@ -1151,3 +1162,118 @@ def wallet_show(
         markup=False,
         highlight=False,
     )
+
+
+_BUCKETS = {"hour": "%Y-%m-%d %H:00", "day": "%Y-%m-%d", "month": "%Y-%m"}
+
+
+@settlements_app.command("list")
+def settlements_list(
+    ctx: typer.Context,
+    as_json: AsJson = False,
+    api_key: ApiKey = None,
+    url: Url = DEFAULT_BASE_URL,
+) -> None:
+    """Every settlement run (operator, regulator), newest period first."""
+    with _connect(ctx, api_key, url, None) as client, _reported():
+        runs = client.settlements.list()
+    if as_json:
+        _out().print_json(data=[r.model_dump(mode="json") for r in runs])
+        return
+    if not runs:
+        _out().print("no settlement runs", markup=False)
+        return
+    table = Table(title=f"{len(runs)} settlement run{'s' if len(runs) != 1 else ''}")
+    for name in ("id", "period", "status", "charges", "gross", "fees", "paid out"):
+        table.add_column(name)
+    for r in runs:
+        table.add_row(
+            str(r.id),
+            f"{r.period_start:%Y-%m-%d %H:%M} → {r.period_end:%Y-%m-%d %H:%M}",
+            r.status,
+            str(r.charges),
+            _money(r.gross_minor, r.currency),
+            _money(r.fee_minor, r.currency),
+            _money(r.payout_minor, r.currency),
+        )
+    _out().print(table)
+
+
+@settlements_app.command("statement")
+def settlements_statement(
+    ctx: typer.Context,
+    settlement: Annotated[str, typer.Argument(help="Settlement run id.")],
+    payee: Annotated[
+        str | None,
+        typer.Option(
+            help="The payee organisation (default: yours).", show_default=False
+        ),
+    ] = None,
+    by: Annotated[
+        str, typer.Option(help="Chart revenue per hour, day or month.")
+    ] = "day",
+    csv_out: Annotated[
+        Path | None,
+        typer.Option(
+            "--csv", help="Also write the statement as CSV here.", dir_okay=False
+        ),
+    ] = None,
+    as_json: AsJson = False,
+    api_key: ApiKey = None,
+    url: Url = DEFAULT_BASE_URL,
+) -> None:
+    """A payee's statement: totals, revenue over time (a chart) and per dataset."""
+    if by not in _BUCKETS:
+        fail(f"--by: {by!r} is not hour, day or month")
+    with _connect(ctx, api_key, url, None) as client, _reported():
+        statement = client.settlements.statement(settlement, payee)
+        csv_text = (
+            client.settlements.statement_csv(settlement, payee)
+            if csv_out is not None
+            else None
+        )
+    if csv_out is not None and csv_text is not None:
+        try:
+            csv_out.write_text(csv_text, encoding="utf-8")
+        except OSError as exc:
+            fail(f"--csv: cannot write {csv_out} ({exc.strerror})")
+    if as_json:
+        _out().print_json(statement.model_dump_json())
+        return
+    cur = statement.currency
+    out = _out()
+    out.print(
+        f"statement of {statement.payee_id} for "
+        f"{statement.period_start:%Y-%m-%d %H:%M} → "
+        f"{statement.period_end:%Y-%m-%d %H:%M}: {len(statement.lines)} charges, "
+        f"gross {_money(statement.gross_minor, cur)}, exchange fees "
+        f"{_money(statement.fee_minor, cur)}, paid to you "
+        f"{_money(statement.payout_minor, cur)}",
+        markup=False,
+        highlight=False,
+    )
+    if not statement.lines:
+        return
+    buckets: dict[str, int] = {}
+    datasets: dict[str, int] = {}
+    for line in statement.lines:
+        key = line.captured_at.strftime(_BUCKETS[by])
+        buckets[key] = buckets.get(key, 0) + line.payee_minor
+        ds = str(line.dataset_id)
+        datasets[ds] = datasets.get(ds, 0) + line.payee_minor
+    for title, values in (
+        (f"revenue per {by}", sorted(buckets.items())),
+        ("revenue per dataset", sorted(datasets.items(), key=lambda kv: -kv[1])),
+    ):
+        top = max(v for _, v in values) or 1
+        table = Table(title=title, show_header=False, box=None)
+        table.add_column("when")
+        table.add_column("bar")
+        table.add_column("amount", justify="right")
+        for label, amount in values:
+            table.add_row(
+                label, "█" * max(1, round(40 * amount / top)), _money(amount, cur)
+            )
+        out.print(table)
+    if csv_out is not None:
+        out.print(f"wrote {csv_out}", markup=False, highlight=False)

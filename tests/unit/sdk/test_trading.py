@@ -38,7 +38,7 @@ from sdk import (
     ServerError,
 )
 from sdk._http import HTTP
-from sdk.cli import datasets_app
+from sdk.cli import datasets_app, settlements_app
 from tests.conftest import make_settings
 from tests.factories import buy_entitlement, create_random_org
 from tests.job_factories import (
@@ -103,7 +103,11 @@ def _run_node(app_client: TestClient, served: Served, job_id: uuid.UUID) -> None
 
 
 def test_quote_top_up_order_use_and_settle(
-    app_client: TestClient, served: Served, operator: Client
+    app_client: TestClient,
+    sqlite_only_db: Database,
+    served: Served,
+    operator: Client,
+    tmp_path: Path,
 ) -> None:
     buyer = _sdk(app_client, served.buyer.key)
     started = datetime.now(UTC) - timedelta(seconds=1)
@@ -188,6 +192,44 @@ def test_quote_top_up_order_use_and_settle(
     assert [r[2] for r in rows] == [str(job.id)]
     assert int(rows[0][header.index("gross_minor")]) == PRICE
     assert total[0] == "total" and int(total[-1]) == statement.payout_minor
+
+    assert provider.settlements.statement(run.id) == statement  # yours by default
+
+    # The command line: the provider's statement with its revenue charts.
+    runner = CliRunner()
+    env = {
+        "COLUMNS": "200",
+        "VEILX_API_KEY": served.provider.key,
+        "VEILX_URL": str(app_client.base_url),
+    }
+    out = tmp_path / "statement.csv"
+    shown = runner.invoke(
+        settlements_app,
+        ["statement", str(run.id), "--by", "hour", "--csv", str(out)],
+        env=env,
+        obj=app_client,
+    )
+    assert shown.exit_code == 0, shown.output
+    assert "revenue per hour" in shown.stdout and "revenue per dataset" in shown.stdout
+    assert f"paid to you {net / 100:.2f} EUR" in shown.stdout
+    assert "█" * 40 in shown.stdout and str(served.dataset_id) in shown.stdout
+    assert out.read_text(encoding="utf-8") == text
+    bad = runner.invoke(
+        settlements_app, ["statement", str(run.id), "--by", "week"], env=env,
+        obj=app_client,
+    )  # fmt: skip
+    assert bad.exit_code == 2 and "--by" in bad.stderr
+    listed = runner.invoke(
+        settlements_app,
+        ["list"],
+        env={
+            **env,
+            "VEILX_API_KEY": create_random_org(sqlite_only_db, Role.OPERATOR).key,
+        },
+        obj=app_client,
+    )
+    assert listed.exit_code == 0, listed.output
+    assert str(run.id) in listed.stdout and "completed" in listed.stdout
 
     check = operator.journal.check()
     assert check.ok and check.entries > 0
