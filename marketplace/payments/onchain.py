@@ -179,12 +179,16 @@ class OnchainProvider:
         """Run a chain call; transport failures are retryable, reverts are not."""
         try:
             return action()
-        except (ChainConnectionError, TransactionTimeoutError) as exc:
-            raise PaymentUnavailable(f"{what}: {exc}", provider=self.name) from None
-        except TransactionRevertedError as exc:
-            raise PaymentDeclined(f"{what}: {exc}", provider=self.name) from None
         except LedgerError as exc:
-            raise PaymentError(f"{what}: {exc}", provider=self.name) from None
+            raise self._error(exc, what) from None
+
+    def _error(self, exc: LedgerError, what: str) -> PaymentError:
+        """The payment error for a chain failure while doing ``what``."""
+        if isinstance(exc, ChainConnectionError | TransactionTimeoutError):
+            return PaymentUnavailable(f"{what}: {exc}", provider=self.name)
+        if isinstance(exc, TransactionRevertedError):
+            return PaymentDeclined(f"{what}: {exc}", provider=self.name)
+        return PaymentError(f"{what}: {exc}", provider=self.name)
 
     def _auth(self, hold_id: bytes, hold: EscrowHold, currency: str) -> Authorization:
         return Authorization(
@@ -223,22 +227,23 @@ class OnchainProvider:
         hold_id = PaymentEscrow.hold_id(idempotency_key)
         found = self._call(lambda: escrow.get_hold(hold_id), "reading the hold")
         if found.state == EscrowHold.NONE:
-            balance = self._call(
-                lambda: escrow.get_balance_of(wallet), "reading the balance"
-            )
-            if balance < amount_minor:
+            expires = int(self._clock()) + (self.hold_days + HOLD_GRACE_DAYS) * _DAY_S
+            try:
+                escrow.submit_hold(hold_id, wallet, amount_minor, expires)
+            except TransactionRevertedError as exc:
+                if exc.error != "InsufficientBalance":
+                    raise self._error(exc, "holding the payment") from None
+                # The contract checked the balance; its revert names both sums.
+                balance = int(str(exc.args.get("balance", 0)))
                 raise PaymentDeclined(
                     f"wallet {wallet} has {balance} {currency} minor units in the "
                     f"escrow and the order needs {amount_minor}; deposit "
                     f"{amount_minor - balance} more",
                     provider=self.name,
-                )
-            expires = int(self._clock()) + (self.hold_days + HOLD_GRACE_DAYS) * _DAY_S
-            self._call(
-                lambda: escrow.submit_hold(hold_id, wallet, amount_minor, expires),
-                "holding the payment",
-            )
-            found = self._call(lambda: escrow.get_hold(hold_id), "reading the hold")
+                ) from None
+            except LedgerError as exc:
+                raise self._error(exc, "holding the payment") from None
+            found = EscrowHold(wallet, expires, EscrowHold.HELD, amount_minor, 0)
         if found.buyer != wallet or found.amount != amount_minor:
             raise PaymentDeclined(
                 f"hold {_hold_ref(hold_id)} exists for another wallet or amount",
