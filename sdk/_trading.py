@@ -459,6 +459,11 @@ def wallet_proof(private_key: str, organisation_id: uuid.UUID | str) -> tuple[st
     return address, signature
 
 
+def _my_organisation(http: HTTP) -> str:
+    """The caller's organisation id (``GET /v1/me``)."""
+    return str(http.json("GET", "/me")["organisation"]["id"])
+
+
 _ADDRESS = re.compile(r"^0x[0-9a-fA-F]{40}$")
 _SIGNATURE = re.compile(r"^0x[0-9a-fA-F]{130}$")
 
@@ -496,14 +501,13 @@ class Wallets:
 
         The proof is signed here; the key itself is never sent.
         """
-        org = self._http.json("GET", "/me")["organisation"]["id"]
+        org = _my_organisation(self._http)
         address, signature = wallet_proof(private_key, org)
         return self.register(org, address, signature)
 
     def mine(self) -> Wallet:
         """Your organisation's wallet and its escrow balance."""
-        org = self._http.json("GET", "/me")["organisation"]["id"]
-        return self.get(org)
+        return self.get(_my_organisation(self._http))
 
     def get(self, organisation_id: uuid.UUID | str) -> Wallet:
         """An organisation's wallet and its escrow balance."""
@@ -575,7 +579,7 @@ class Settlements:
     ) -> str:
         sid = as_uuid(settlement_id, "settlement_id")
         if payee_id is None:
-            payee_id = str(self._http.json("GET", "/me")["organisation"]["id"])
+            payee_id = _my_organisation(self._http)
         pid = as_uuid(payee_id, "payee_id")
         return f"/settlements/{sid}/statements/{pid}"
 
