@@ -7,10 +7,15 @@ largest size, ``tree.proof(i)`` and ``verify_proof(leaf, proof, root)`` for
 ``proofs`` leaves spread over the tree, and ``leaf_hash`` (the two Keccak calls
 that turn a receipt digest into a leaf, not part of the build).
 
-Baseline (``ledger.merkle.build.sha256``): the same build code over the same
-leaves with SHA-256 (``hashlib``, OpenSSL) as the pair hash — what the tree
-costs when the hash is the cheapest C hash Python has; the ratio isolates the
-price of Keccak.
+Baseline (``ledger.merkle.build.sha256``): the level-by-level build code (one
+Python comprehension per depth, ``_merkle._build_nodes``) over the same leaves
+with SHA-256 (``hashlib``, OpenSSL) as the pair hash — what the tree costs when
+the hash is the cheapest C hash Python has. Since ADR 0013 the Keccak build is
+one call into ``ledger._keccak`` (whole tree in C, several nodes per SIMD
+instruction), so a ratio above 1 means it beats the Python loop with SHA-256.
+At the largest size the details also give the extension with one node at a time
+(``scalar_leaves_per_s``) and the level-by-level build with ``safe-pysha3``
+(``pysha3_leaves_per_s``, the backend before ADR 0013).
 
 Goal: build ≥ 1,000,000 leaves/s on one core at the largest size. Check: every
 sampled proof verifies and a flipped leaf does not; at the smallest size the
@@ -118,6 +123,28 @@ def _time_builds(
     return base, timing, built[-1]
 
 
+def _time_alternatives(leaves: list[bytes], settings: Settings) -> dict[str, float]:
+    """Leaves/s of the scalar extension and of the level-by-level pysha3 build."""
+    rates: dict[str, float] = {}
+    native = _merkle._NATIVE
+    if native is not None:
+        joined = b"".join(leaves)
+        scalar = measure(
+            lambda: native.tree(joined, 1),
+            repeats=settings.repeats,
+            min_seconds=settings.min_seconds,
+        )
+        rates["scalar_leaves_per_s"] = len(leaves) / scalar.best
+    if _merkle._PYSHA3 is not None:
+        pysha3 = measure(
+            lambda: tuple(_merkle._build_nodes(leaves, _merkle._pairs_pysha3)),
+            repeats=3,
+            min_seconds=0.0,
+        )
+        rates["pysha3_leaves_per_s"] = len(leaves) / pysha3.best
+    return rates
+
+
 def run(settings: Settings | None = None) -> list[Result]:
     """Time the builds, proofs and verification on one core."""
     settings = settings or Settings.from_env()
@@ -136,6 +163,7 @@ def run(settings: Settings | None = None) -> list[Result]:
         )
         tree: MerkleTree | None = None
         leaves: list[bytes] = []
+        alternatives: dict[str, float] = {}
         for n in settings.sizes:
             leaves = make_leaves(n, rng)
             base, timing, tree = _time_builds(leaves, settings)
@@ -144,6 +172,7 @@ def run(settings: Settings | None = None) -> list[Result]:
             if n == settings.sizes[0]:
                 other = _merkle._build_nodes(leaves, _merkle._pairs_eth_hash)
                 checks["root_matches_eth_hash"] = other[0] == tree.root
+        alternatives = _time_alternatives(leaves, settings)
         assert tree is not None
         n = len(tree)
         picks = [int(i) for i in rng.integers(0, n, settings.proofs)]
@@ -181,6 +210,7 @@ def run(settings: Settings | None = None) -> list[Result]:
     params: dict[str, Any] = {
         "leaves": list(settings.sizes),
         "keccak_backend": KECCAK_BACKEND,
+        "simd_width": _merkle._NATIVE.SIMD_WIDTH if _merkle._NATIVE else None,
         "layout": "OpenZeppelin complete binary tree, sorted-pair keccak256",
         "data": "random 32-byte leaf hashes (numpy PCG64)",
         **pinning,
@@ -210,6 +240,7 @@ def run(settings: Settings | None = None) -> list[Result]:
             "median_leaves_per_s": keccak_median[top],
             "runs": runs[top],
             "ns_per_node": 1e9 / value * top / max(top - 1, 1),
+            **alternatives,
             **checks,
             "checks_passed": ok,
         },

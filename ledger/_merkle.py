@@ -41,10 +41,13 @@ is the leaf itself and its proofs are empty; an empty tree is refused
 in its batch); ``StandardMerkleTree.of`` sorts leaf hashes by default, so
 ``MerkleTree.build(sorted(leaves))`` reproduces its root.
 
-Keccak backend. ``safe-pysha3``'s ``sha3.keccak_256`` (C, hashlib-style) when it
-is importable — it comes with ``web3[tester]`` (``eth-hash[pysha3]``, CPython) —
-else ``eth_hash.auto.keccak`` (pycryptodome through cffi: the same digests at
-about 4 µs a call instead of 0.8 µs). :data:`KECCAK_BACKEND` names the one in use.
+Keccak backend. ``ledger._keccak`` (this package's C extension, built at install:
+one call builds the whole tree with the GIL released, ADR 0013) when it was
+built; else ``safe-pysha3``'s ``sha3.keccak_256`` (C, hashlib-style, one Python
+call per node) when it is importable — it comes with ``web3[tester]``
+(``eth-hash[pysha3]``, CPython); else ``eth_hash.auto.keccak`` (pycryptodome
+through cffi, about 4 µs a call). All three give the same digests (tested).
+:data:`KECCAK_BACKEND` names the one in use.
 """
 
 from __future__ import annotations
@@ -53,6 +56,7 @@ import hashlib
 import importlib
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from types import ModuleType
 from typing import TYPE_CHECKING, Final, Protocol, cast
 
 if TYPE_CHECKING:
@@ -136,13 +140,38 @@ def _keccak_pysha3(data: bytes) -> bytes:
     return _PYSHA3(data).digest()
 
 
-KECCAK_BACKEND: Final = "safe-pysha3" if _PYSHA3 is not None else "eth-hash"
+def _load_native() -> ModuleType | None:
+    try:
+        return importlib.import_module("ledger._keccak")
+    except ImportError:  # installed without a C compiler
+        return None
+
+
+_NATIVE: Final = _load_native()
+
+
+def _keccak_native(data: bytes) -> bytes:
+    assert _NATIVE is not None  # noqa: S101 -- chosen only when present
+    digest: bytes = _NATIVE.keccak256(data)
+    return digest
+
+
+KECCAK_BACKEND: Final = (
+    "veilx-native"
+    if _NATIVE is not None
+    else "safe-pysha3"
+    if _PYSHA3 is not None
+    else "eth-hash"
+)
 """The Keccak-256 implementation in use (see the module docstring)."""
 
 _PAIRS: Final[PairHasher] = _pairs_pysha3 if _PYSHA3 is not None else _pairs_eth_hash
-_KECCAK: Final[Callable[[bytes], bytes]] = (
-    _keccak_pysha3 if _PYSHA3 is not None else _keccak_eth_hash
-)
+"""Level by level, for a build without the extension (see :func:`_build_tree`)."""
+_KECCAK: Final[Callable[[bytes], bytes]] = {
+    "veilx-native": _keccak_native,
+    "safe-pysha3": _keccak_pysha3,
+    "eth-hash": _keccak_eth_hash,
+}[KECCAK_BACKEND]
 
 
 def keccak256(data: bytes) -> bytes:
@@ -211,6 +240,14 @@ def _build_nodes(leaves: Sequence[bytes], pairs: PairHasher) -> list[bytes]:
     return nodes
 
 
+def _build_tree(leaves: list[bytes]) -> tuple[bytes, ...]:
+    """The flat node array: one C call with the extension, else level by level."""
+    if _NATIVE is not None:
+        nodes: tuple[bytes, ...] = _NATIVE.tree(b"".join(leaves))
+        return nodes
+    return tuple(_build_nodes(leaves, _PAIRS))
+
+
 @dataclass(frozen=True, slots=True)
 class MerkleTree:
     """A built tree: the flat node array of ``@openzeppelin/merkle-tree``.
@@ -240,13 +277,13 @@ class MerkleTree:
         ValueError
             A leaf is not 32 bytes.
         """
-        items = list(map(bytes, leaves))  # C-level passes: build is ~1 µs a leaf
+        items = list(map(bytes, leaves))  # C-level passes only
         if not items:
             raise EmptyTreeError("a Merkle tree needs at least one leaf")
         if set(map(len, items)) != {HASH_SIZE}:
             i, bad = next((i, x) for i, x in enumerate(items) if len(x) != HASH_SIZE)
             raise ValueError(f"leaf {i} must be {HASH_SIZE} bytes, got {len(bad)}")
-        return cls(tuple(_build_nodes(items, _PAIRS)))
+        return cls(_build_tree(items))
 
     def __len__(self) -> int:
         """The number of leaves."""

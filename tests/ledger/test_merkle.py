@@ -6,6 +6,7 @@ import hashlib
 import json
 import os
 import uuid
+from pathlib import Path
 from typing import Any
 
 import eth_abi
@@ -184,15 +185,75 @@ def test_hash_pair_is_commutative_and_sorted(a: bytes, b: bytes) -> None:
     assert hash_pair(a, b) == hash_pair(b, a) == ref_keccak(min(a, b) + max(a, b))
 
 
-def test_both_keccak_backends_agree() -> None:
+def test_all_keccak_backends_agree() -> None:
     children = random_leaves(64)
     assert _merkle._pairs_eth_hash(children) == [
         ref_hash_pair(a, b) for a, b in zip(children[::2], children[1::2], strict=True)
     ]
-    # safe-pysha3 is a declared dependency: the fast backend must be the one in use.
     assert _merkle._PYSHA3 is not None
-    assert ledger.KECCAK_BACKEND == "safe-pysha3"
     assert _merkle._pairs_pysha3(children) == _merkle._pairs_eth_hash(children)
+    # the C extension is built by the install (a compiler is on every machine):
+    # the fastest backend must be the one in use, safe-pysha3 is its fallback
+    assert ledger.KECCAK_BACKEND == "veilx-native"
+    assert _merkle._NATIVE is not None
+
+
+@pytest.mark.parametrize("width", [1, 4, 8])
+@pytest.mark.parametrize("n", [*range(1, 40), 64, 100, 1000, 4097])
+def test_the_native_tree_is_the_level_by_level_tree(n: int, width: int) -> None:
+    native = _merkle._NATIVE
+    assert native is not None
+    leaves = random_leaves(n)
+    reference = tuple(_merkle._build_nodes(leaves, _merkle._pairs_eth_hash))
+    if width > native.SIMD_WIDTH:  # a CPU without AVX-512F or AVX2
+        with pytest.raises(ValueError, match="not supported by this CPU"):
+            native.tree(b"".join(leaves), width)
+        return
+    assert native.tree(b"".join(leaves), width) == reference
+    assert native.tree(bytearray(b"".join(leaves)), width) == reference
+    assert MerkleTree.build(leaves).nodes == reference
+
+
+def test_the_native_tree_uses_the_widest_simd_this_cpu_has() -> None:
+    native = _merkle._NATIVE
+    assert native is not None
+    flags = Path("/proc/cpuinfo").read_text().split()
+    expected = 8 if "avx512f" in flags else 4 if "avx2" in flags else 1
+    assert native.SIMD_WIDTH == expected
+    with pytest.raises(ValueError, match="width must be 1, 4 or 8, got 2"):
+        native.tree(bytes(64), 2)
+
+
+def test_the_native_tree_sorts_each_pair_and_handles_equal_children() -> None:
+    native = _merkle._NATIVE
+    assert native is not None
+    low, high, same = b"\x00" * 31 + b"\x01", b"\x80" + b"\x00" * 31, bytes(32)
+    # two leaves: the root hashes the smaller first, whichever order they come in
+    assert native.tree(high + low)[0] == native.tree(low + high)[0]
+    assert native.tree(high + low)[0] == ref_keccak(low + high)
+    assert native.tree(same + same)[0] == ref_keccak(same + same)
+
+
+@pytest.mark.parametrize("size", [0, 31, 33, 65])
+def test_the_native_tree_refuses_a_partial_leaf(size: int) -> None:
+    native = _merkle._NATIVE
+    assert native is not None
+    with pytest.raises(ValueError, match=f"multiple of 32 bytes, got {size}"):
+        native.tree(b"\x00" * size)
+    with pytest.raises(TypeError):
+        native.tree("not bytes")
+
+
+@given(data=st.binary(max_size=700))
+def test_native_keccak256_matches_for_every_length(data: bytes) -> None:
+    # 136-byte blocks: lengths on and around the block edges come up in 0 … 700
+    assert _merkle._keccak_native(data) == ref_keccak(data)
+
+
+@pytest.mark.parametrize("size", [0, 1, 135, 136, 137, 271, 272, 273])
+def test_native_keccak256_at_block_edges(size: int) -> None:
+    data = bytes((7 * i) % 256 for i in range(size))
+    assert _merkle._keccak_native(data) == ref_keccak(data)
 
 
 def test_order_matters_and_a_single_leaf_is_its_own_root() -> None:
