@@ -751,6 +751,7 @@ class EscrowHold:
     state: int
     amount: int
     captured: int
+    refunded: int = 0
 
 
 class PaymentEscrow(_Wrapper):
@@ -778,9 +779,9 @@ class PaymentEscrow(_Wrapper):
     def get_hold(self, hold_id: bytes) -> EscrowHold:
         """Hold ``hold_id`` (state ``NONE`` when unknown)."""
         raw = self._read("holdOf", _bytes32(hold_id, "hold_id"))
-        keys = ("buyer", "expiresAt", "state", "amount", "captured")
+        keys = ("buyer", "expiresAt", "state", "amount", "captured", "refunded")
         values: list[Any] = (
-            [raw[k] for k in keys] if _is_map(raw) else [raw[i] for i in range(5)]
+            [raw[k] for k in keys] if _is_map(raw) else [raw[i] for i in range(6)]
         )
         return EscrowHold(
             buyer=Web3.to_checksum_address(values[0]),
@@ -788,6 +789,7 @@ class PaymentEscrow(_Wrapper):
             state=int(values[2]),
             amount=int(values[3]),
             captured=int(values[4]),
+            refunded=int(values[5]),
         )
 
     def get_is_paid_out(self, payout_id: bytes) -> bool:
@@ -829,6 +831,10 @@ class PaymentEscrow(_Wrapper):
     def submit_cancel(self, hold_id: bytes) -> TxReceipt:
         """Release a hold whole (the operator; the buyer once it expired)."""
         return self._submit("cancel", _bytes32(hold_id, "hold_id"))
+
+    def submit_refund(self, hold_id: bytes, amount: int) -> TxReceipt:
+        """Return ``amount`` of a captured hold to its buyer (once per hold)."""
+        return self._submit("refund", _bytes32(hold_id, "hold_id"), amount)
 
     def submit_payout(self, payout_id: bytes, payee: str, amount: int) -> TxReceipt:
         """Credit ``amount`` of the captured money to ``payee``."""

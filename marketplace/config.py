@@ -114,7 +114,10 @@ class Settings(BaseSettings):
         default=30,
         ge=1,
         le=366,
-        description="Longest onchain entitlement; its hold expires 2 days later.",
+        description=(
+            "Longest onchain entitlement (subscriptions are captured when bought);"
+            " its hold expires 2 days later."
+        ),
     )
 
     @field_validator("database_url")

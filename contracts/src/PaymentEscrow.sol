@@ -12,18 +12,19 @@ import {ReentrancyGuardTransient} from "@openzeppelin/contracts/utils/Reentrancy
 /// that (the metered amount) when the order ends and releases the rest; at settlement the
 /// operator credits each payee's share of the captured money, and every account withdraws
 /// its own balance (pull payments). The exchange's fee is what stays captured after the
-/// payouts; the admin collects it.
+/// payouts; the admin collects it. A hold captured whole up front (a subscription) can have
+/// its unused part refunded to the buyer once, when it ends.
 ///
 /// Safety for buyers: the operator can only take what a hold covers; a hold expires, and
 /// after its expiry the buyer may cancel it itself. Every movement is keyed (hold ids,
-/// payout ids) and refused twice, so retries never move money twice.
+/// payout ids, one refund per hold) and refused twice, so retries never move money twice.
 ///
 /// Invariant: `token.balanceOf(this) == Σ balances + Σ held + captured` (tokens sent to the
 /// contract directly, outside `deposit`, are not accounted and stay locked).
 contract PaymentEscrow is AccessControl, ReentrancyGuardTransient {
     using SafeERC20 for IERC20;
 
-    /// @notice The role allowed to hold, capture, cancel and pay out.
+    /// @notice The role allowed to hold, capture, cancel, refund and pay out.
     bytes32 public constant OPERATOR_ROLE = keccak256("OPERATOR_ROLE");
 
     /// @notice Where a hold stands.
@@ -41,6 +42,7 @@ contract PaymentEscrow is AccessControl, ReentrancyGuardTransient {
         HoldState state;
         uint256 amount;
         uint256 captured;
+        uint256 refunded;
     }
 
     IERC20 private immutable _token;
@@ -61,6 +63,10 @@ contract PaymentEscrow is AccessControl, ReentrancyGuardTransient {
     error CaptureExceedsHold(bytes32 holdId, uint256 held, uint256 amount);
     /// @notice Only the operator, or the buyer after `expiresAt`, may cancel.
     error HoldNotExpired(bytes32 holdId, uint64 expiresAt);
+    /// @notice Only a captured hold not refunded yet can be refunded.
+    error RefundNotAllowed(bytes32 holdId, HoldState state, uint256 refunded);
+    /// @notice A refund of `amount` exceeds what hold `holdId` captured.
+    error RefundExceedsCapture(bytes32 holdId, uint256 captured, uint256 amount);
     /// @notice `payoutId` was paid already.
     error PayoutExists(bytes32 payoutId);
     /// @notice `amount` exceeds the captured money not yet paid out (`available`).
@@ -78,6 +84,8 @@ contract PaymentEscrow is AccessControl, ReentrancyGuardTransient {
     event Captured(bytes32 indexed holdId, uint256 amount, uint256 released);
     /// @notice Hold `holdId` was canceled and `released` went back to the buyer.
     event Canceled(bytes32 indexed holdId, uint256 released);
+    /// @notice `amount` of what hold `holdId` captured went back to its buyer.
+    event Refunded(bytes32 indexed holdId, uint256 amount);
     /// @notice `amount` of captured money was credited to `payee` under `payoutId`.
     event PaidOut(bytes32 indexed payoutId, address indexed payee, uint256 amount);
     /// @notice `account` withdrew `amount`.
@@ -120,7 +128,7 @@ contract PaymentEscrow is AccessControl, ReentrancyGuardTransient {
         if (balance < amount) revert InsufficientBalance(buyer, balance, amount);
         _balances[buyer] = balance - amount;
         _held += amount;
-        _holds[holdId] = Hold(buyer, expiresAt, HoldState.Held, amount, 0);
+        _holds[holdId] = Hold(buyer, expiresAt, HoldState.Held, amount, 0, 0);
         emit Held(holdId, buyer, amount, expiresAt);
     }
 
@@ -152,6 +160,24 @@ contract PaymentEscrow is AccessControl, ReentrancyGuardTransient {
         _held -= released;
         _balances[h.buyer] += released;
         emit Canceled(holdId, released);
+    }
+
+    /// @notice Returns `amount` of what hold `holdId` captured to its buyer's balance, once:
+    /// the unused part of a subscription captured up front.
+    /// @param holdId A captured hold, not refunded yet.
+    /// @param amount At most what it captured (and what is still captured, not paid out).
+    function refund(bytes32 holdId, uint256 amount) external onlyRole(OPERATOR_ROLE) {
+        Hold storage h = _holds[holdId];
+        if (h.state != HoldState.Captured || h.refunded != 0) {
+            revert RefundNotAllowed(holdId, h.state, h.refunded);
+        }
+        if (amount == 0) revert InvalidArgument("amount");
+        if (amount > h.captured) revert RefundExceedsCapture(holdId, h.captured, amount);
+        if (amount > _captured) revert InsufficientCaptured(_captured, amount);
+        h.refunded = amount;
+        _captured -= amount;
+        _balances[h.buyer] += amount;
+        emit Refunded(holdId, amount);
     }
 
     /// @notice Credits `amount` of the captured money to `payee` (its share of a period).

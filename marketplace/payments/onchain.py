@@ -6,9 +6,12 @@ that deposit under a hold id derived from the order's idempotency key; when the
 entitlement ends the metered total is captured and the rest released; settlement
 credits each payee's share of the captured money to the payee's registered wallet,
 and every wallet withdraws its own balance (pull payments). What stays captured is
-the exchange's fee.
+the exchange's fee. A subscription's hold is captured whole when it is bought
+(it runs longer than a hold should), and the part it did not use is refunded to
+the buyer's escrow balance when it ends — once per hold.
 
-Every movement is keyed on chain (hold ids, payout ids), and each call here reads
+Every movement is keyed on chain (hold ids, payout ids, one refund per hold), and
+each call here reads
 the chain's state before it writes, so a retry after a crash, a timeout or a lost
 answer finds the movement done and answers the same result: nothing moves twice.
 
@@ -304,12 +307,38 @@ class OnchainProvider:
     def refund(
         self, capture: Capture, amount_minor: int, *, idempotency_key: str
     ) -> Refund:
-        """Not offered: the escrow captures only released work, once per order."""
-        raise PaymentDeclined(
-            "captured onchain payments are final; a refund is paid as credits",
-            provider=self.name,
-            reference=capture.reference,
-        )
+        """Return ``amount_minor`` of a captured hold to the buyer's escrow balance.
+
+        One refund per hold (the unused part of a subscription captured up
+        front): a retry finds it on chain and answers the same refund.
+
+        Raises
+        ------
+        ValueError
+            ``amount_minor`` is not positive.
+        PaymentDeclined
+            The hold is not captured, was refunded another amount, or captured
+            less than ``amount_minor``.
+        PaymentUnavailable
+            The chain could not be reached; retry.
+        """
+        if amount_minor <= 0:
+            raise ValueError(f"a refund must be positive, not {amount_minor}")
+        hold_id = _hold_id(capture.reference)
+        escrow = self._open()
+        found = self._call(lambda: escrow.get_hold(hold_id), "reading the hold")
+        captured = found.state == EscrowHold.CAPTURED
+        if captured and found.refunded == 0:
+            self._call(lambda: escrow.submit_refund(hold_id, amount_minor), "refunding")
+        elif not (captured and found.refunded == amount_minor):
+            raise PaymentDeclined(
+                f"hold {capture.reference} cannot refund {amount_minor}: it is "
+                f"{_STATUS.get(found.state, 'unknown')} (captured {found.captured}, "
+                f"refunded {found.refunded})",
+                provider=self.name,
+                reference=capture.reference,
+            )
+        return Refund(self.name, capture.reference, amount_minor, self.currency)
 
     def transfer(
         self,

@@ -28,6 +28,7 @@ Journal entries (:mod:`marketplace.services.journal`)::
     finalize card     Dr cash:stripe          Cr auth:<ent>       (captured)
      (onchain: cash:onchain, no surcharge)
     card subscription Dr cash:stripe          Cr auth:<ent>       (captured at once)
+     (onchain: cash:onchain; the refund goes to the wallet's escrow balance)
       its end         Dr hold:<ent>           Cr surcharges
                       Dr hold:<ent> (rest)    Cr cash:stripe      (refunded)
                       Dr hold:<ent>           Cr surcharges       (card surcharge)
@@ -132,6 +133,8 @@ log = logging.getLogger("veilx.trading")
 
 CARD_HOLD_DAYS = 7
 """A card authorisation lasts about seven days; card entitlements end sooner."""
+UPFRONT_METHODS = frozenset({"stripe", "onchain"})
+"""Payment methods whose subscriptions are captured when bought (see ``_activate``)."""
 _PERIOD_DAYS = {"day": 1, "week": 7, "month": 30, "year": 365}
 _RETRIES = 50
 
@@ -685,12 +688,14 @@ class TradingService:
         ttl = self.config.entitlement_ttl
         if isinstance(plan, pricing.Subscription):
             ttl = timedelta(days=_PERIOD_DAYS[plan.period] * int(terms["periods"]))
-        upfront = order.payment_method == "stripe" and isinstance(
+        # A subscription outlives a card authorisation and an escrow hold: it is
+        # captured up front and what it does not use is refunded when it ends.
+        upfront = order.payment_method in UPFRONT_METHODS and isinstance(
             plan, pricing.Subscription
         )
         if order.payment_method == "stripe" and not upfront:
             ttl = min(ttl, timedelta(days=CARD_HOLD_DAYS))
-        elif order.payment_method == "onchain":
+        elif order.payment_method == "onchain" and not upfront:
             provider = self.providers.get("onchain")
             if isinstance(provider, OnchainProvider):
                 ttl = min(ttl, timedelta(days=provider.hold_days))
@@ -1426,10 +1431,11 @@ class Billing:
         return fee
 
     def capture_upfront(self, ent: Entitlement, auth: Authorization) -> None:
-        """Capture a card subscription's whole authorisation when it is bought.
+        """Capture a card or onchain subscription's whole payment when it is bought.
 
-        A card authorisation lapses after about seven days; a subscription runs
-        its periods. So the money is captured at once (idempotency key
+        A card authorisation lapses after about seven days and an escrow hold
+        after ``VEILX_ONCHAIN_HOLD_DAYS``; a subscription runs its periods, which
+        may be longer. So the money is captured at once (idempotency key
         ``upfront_<order>``: a retried activation captures once) and what the
         subscription did not use is refunded when it ends (:meth:`finalize`).
 

@@ -295,3 +295,118 @@ def _past_period() -> dict[str, str]:
         "period_start": (end - timedelta(hours=1)).isoformat(),
         "period_end": end.isoformat(),
     }
+
+
+SUBSCRIPTION = {
+    "kind": "subscription",
+    "currency": "EUR",
+    "price_per_period_minor": 10_000,
+    "period": "month",
+    "queries_per_period": 1,
+    "overage_per_query_minor": 3_000,
+}
+
+
+def test_an_onchain_subscription_runs_its_periods_and_refunds_what_it_did_not_use(
+    client: TestClient, db: Database
+) -> None:
+    # Three months: longer than an escrow hold lives (VEILX_ONCHAIN_HOLD_DAYS, 30).
+    ledger = _ledger(client)
+    escrow = ledger.escrow
+    assert escrow is not None
+    operator = create_random_org(db, Role.OPERATOR)
+    start_at = datetime.now(UTC) - timedelta(seconds=1)
+    served = create_served_dataset(client, db, funded=False, plan=SUBSCRIPTION)
+    wallet = Wallet(ledger)
+    assert wallet.register(client, served.buyer).status_code == 200
+    deposit = 100_000
+    wallet.deposit(ledger, deposit)
+    r = client.post(
+        "/v1/quotes",
+        json={
+            "dataset_id": served.dataset_id,
+            "queries": 4,
+            "periods": 3,
+            "payment_method": "onchain",
+        },
+        headers=served.buyer.headers,
+    )
+    assert r.status_code == 201, r.text
+    r = client.post(
+        "/v1/orders",
+        json={"quote_id": r.json()["id"]},
+        headers={**served.buyer.headers, "Idempotency-Key": secrets.token_hex(8)},
+    )
+    assert r.status_code == 201, r.text
+    order = r.json()
+    gross = 3 * 10_000 + 1 * 3_000  # 3 included computations, 1 overage
+    assert order["amount_minor"] == gross  # onchain: no surcharge
+    # Captured whole at once from the escrow: the hold would expire in 32 days.
+    hold = _hold_of(db, order["id"], escrow)
+    assert (hold.state, hold.captured, hold.refunded) == (EscrowHold.CAPTURED, gross, 0)
+    ent_id = order["entitlement_id"]
+    ent = client.get(f"/v1/entitlements/{ent_id}", headers=served.buyer.headers).json()
+    expires = datetime.fromisoformat(ent["expires_at"])
+    assert expires - datetime.now(UTC) > timedelta(days=89)
+    assert ent["amount_captured_minor"] == 30_000  # the periods, prepaid
+
+    # A failed computation costs nothing; then the three included ones and one
+    # overage.
+    _run_job(client, served, ent_id, ok=False)
+    for _ in range(4):
+        _run_job(client, served, ent_id)
+    r = client.post(f"/v1/entitlements/{ent_id}/close", headers=served.buyer.headers)
+    assert r.status_code == 200, r.text
+    assert r.json()["amount_captured_minor"] == 33_000
+    hold = _hold_of(db, order["id"], escrow)
+    assert hold.refunded == 0  # everything bought was used
+    assert escrow.get_balance_of(wallet.address) == deposit - gross
+
+    # A second subscription, closed at once: its periods are kept, the overage
+    # room it did not use goes back to the wallet's escrow balance — once.
+    r = client.post(
+        "/v1/quotes",
+        json={
+            "dataset_id": served.dataset_id,
+            "queries": 5,
+            "periods": 2,
+            "payment_method": "onchain",
+        },
+        headers=served.buyer.headers,
+    )
+    assert r.status_code == 201, r.text
+    r = client.post(
+        "/v1/orders",
+        json={"quote_id": r.json()["id"]},
+        headers={**served.buyer.headers, "Idempotency-Key": secrets.token_hex(8)},
+    )
+    assert r.status_code == 201, r.text
+    second = r.json()
+    assert second["amount_minor"] == 2 * 10_000 + 3 * 3_000
+    before = escrow.get_balance_of(wallet.address)
+    close = f"/v1/entitlements/{second['entitlement_id']}/close"
+    r = client.post(close, headers=served.buyer.headers)
+    assert r.status_code == 200, r.text
+    assert r.json()["amount_captured_minor"] == 20_000
+    hold = _hold_of(db, second["id"], escrow)
+    assert (hold.captured, hold.refunded) == (29_000, 9_000)
+    assert escrow.get_balance_of(wallet.address) == before + 9_000
+    # Closing again refunds nothing more.
+    assert_problem(
+        client.post(close, headers=served.buyer.headers), 409, "entitlement_ended"
+    )
+    assert escrow.get_balance_of(wallet.address) == before + 9_000
+
+    # Settlement pays the provider its share of what the escrow kept.
+    run = client.post(
+        "/v1/settlements",
+        json={
+            "period_start": start_at.isoformat(),
+            "period_end": datetime.now(UTC).isoformat(),
+        },
+        headers=operator.headers,
+    ).json()
+    assert run["gross_minor"] == 33_000 + 20_000
+    with db.session() as session:
+        found = check_journal(session)
+        assert found.ok, found

@@ -1,6 +1,6 @@
-"""PaymentEscrow: deposits, holds, captures, cancels, payouts, pull withdrawals, fees.
+"""PaymentEscrow: deposits, holds, captures, cancels, refunds, payouts, withdrawals.
 
-Also the SettlementToken it is paid in on the embedded chain.
+Also fees, and the SettlementToken it is paid in on the embedded chain.
 """
 
 from __future__ import annotations
@@ -77,12 +77,12 @@ def test_a_hold_captures_part_and_releases_the_rest(env: Env) -> None:
     before = f.balanceOf(env.buyer).call()
     send(f.hold(hid, env.buyer, 5_000, 2**40), env.op)
     assert f.balanceOf(env.buyer).call() == before - 5_000
-    assert f.holdOf(hid).call() == (env.buyer, 2**40, HELD, 5_000, 0)
+    assert f.holdOf(hid).call() == (env.buyer, 2**40, HELD, 5_000, 0, 0)
     reverts_with(f.hold(hid, env.buyer, 1, 2**40), env.op, "HoldExists", hid)
     reverts_with(f.capture(hid, 5_001), env.op, "CaptureExceedsHold", hid, 5_000, 5_001)
     captured_before = f.captured().call()
     send(f.capture(hid, 1_234), env.op)
-    assert f.holdOf(hid).call() == (env.buyer, 2**40, CAPTURED, 5_000, 1_234)
+    assert f.holdOf(hid).call() == (env.buyer, 2**40, CAPTURED, 5_000, 1_234, 0)
     assert f.balanceOf(env.buyer).call() == before - 1_234
     assert f.captured().call() == captured_before + 1_234
     reverts_with(f.capture(hid, 1), env.op, "HoldNotOpen", hid, CAPTURED)
@@ -145,6 +145,50 @@ def test_the_operator_cancels_any_open_hold(env: Env) -> None:
     reverts_with(f.cancel(unknown), env.op, "HoldNotOpen", unknown, 0)
 
 
+def test_a_captured_hold_refunds_its_buyer_once(env: Env) -> None:
+    f = env.esc.functions
+    hid = _id("subscription-1")
+    before = f.balanceOf(env.buyer).call()
+    reverts_with(f.refund(hid, 1), env.op, "RefundNotAllowed", hid, 0, 0)
+    send(f.hold(hid, env.buyer, 3_000, 2**40), env.op)
+    reverts_with(f.refund(hid, 1), env.op, "RefundNotAllowed", hid, HELD, 0)
+    send(f.capture(hid, 3_000), env.op)  # a subscription: captured whole
+    pool = f.captured().call()
+    operator = role(env.esc, "OPERATOR_ROLE")
+    reverts_with(
+        f.refund(hid, 1),
+        env.buyer,
+        "AccessControlUnauthorizedAccount",
+        env.buyer.lower(),
+        operator,
+    )
+    reverts_with(
+        f.refund(hid, 3_001), env.op, "RefundExceedsCapture", hid, 3_000, 3_001
+    )
+    reverts_with(f.refund(hid, 0), env.op, "InvalidArgument", "amount")
+    send(f.refund(hid, 1_800), env.op)  # what it did not use
+    assert f.holdOf(hid).call() == (env.buyer, 2**40, CAPTURED, 3_000, 3_000, 1_800)
+    assert f.balanceOf(env.buyer).call() == before - 1_200
+    assert f.captured().call() == pool - 1_800
+    reverts_with(f.refund(hid, 1_800), env.op, "RefundNotAllowed", hid, CAPTURED, 1_800)
+
+
+def test_a_refund_never_takes_money_already_paid_out(env: Env) -> None:
+    f = env.esc.functions
+    pool = f.captured().call()
+    if pool:  # start from an empty pool: earlier tests leave fees in it
+        send(f.collect(env.admin, pool), env.admin)
+    hid = _id("subscription-paid-out")
+    send(f.hold(hid, env.buyer, 2_000, 2**40), env.op)
+    send(f.capture(hid, 2_000), env.op)
+    other_payee = env.w3.eth.accounts[5]
+    send(f.payout(_id("payout-before-refund"), other_payee, 1_500), env.op)
+    reverts_with(f.refund(hid, 600), env.op, "InsufficientCaptured", 500, 600)
+    send(f.refund(hid, 500), env.op)
+    assert f.captured().call() == 0
+    send(f.withdraw(), other_payee)
+
+
 def test_payouts_come_from_captured_money_once_and_are_withdrawn(env: Env) -> None:
     f = env.esc.functions
     hid = _id("order-paid-out")
@@ -204,7 +248,7 @@ def test_deposits_for_another_account_are_credited_to_it(env: Env) -> None:
 
 ops = st.lists(
     st.tuples(
-        st.sampled_from(["hold", "capture", "cancel", "payout", "withdraw"]),
+        st.sampled_from(["hold", "capture", "cancel", "refund", "payout", "withdraw"]),
         st.integers(0, 4),
         st.integers(1, 5_000),
     ),
@@ -235,6 +279,10 @@ def test_every_token_in_the_escrow_is_accounted_for(
             send(f.capture(hid, min(amount, held)), env.op)
         elif op == "cancel" and state == HELD:
             send(f.cancel(hid), env.op)
+        elif op == "refund" and state == CAPTURED:
+            _, _, _, _, captured, refunded = f.holdOf(hid).call()
+            if refunded == 0 and 0 < min(amount, captured, f.captured().call()):
+                send(f.refund(hid, min(amount, captured, f.captured().call())), env.op)
         elif op == "payout" and f.captured().call() >= amount:
             send(f.payout(_id(f"prop-payout-{salt}-{n}"), env.payee, amount), env.op)
         elif op == "withdraw" and f.balanceOf(env.payee).call() > 0:

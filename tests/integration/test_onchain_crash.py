@@ -8,6 +8,9 @@ was mined but before the journal entry is written. A fresh sweep (with the chain
 reopened) must finish exactly once: the hold captured for the metered amount, the
 rest back in the buyer's escrow balance, one ``finalize`` entry, the journal's
 ``cash:onchain`` equal to what the escrow captured. Runs on SQLite and PostgreSQL.
+
+The same for a subscription, captured whole when bought: the crash falls around
+the refund of what it did not use, which must reach the wallet exactly once.
 """
 
 from __future__ import annotations
@@ -82,18 +85,37 @@ CHILD = textwrap.dedent(
 )
 
 
+DEPOSIT = 10 * PRICE
+SUBSCRIPTION = {
+    "kind": "subscription",
+    "currency": "EUR",
+    "price_per_period_minor": 10_000,
+    "period": "month",
+    "queries_per_period": 1,
+    "overage_per_query_minor": 3_000,
+}
+
+
+@pytest.mark.parametrize("plan", ["per_query", "subscription"])
 @pytest.mark.parametrize("crash_at", ["before_provider", "after_provider"])
 def test_a_killed_onchain_capture_is_reconciled_once(
-    db: Database, tmp_path: Path, crash_at: str
+    db: Database, tmp_path: Path, crash_at: str, plan: str
 ) -> None:
     settings = make_settings(tmp_path)
     app = create_app(settings, db=db, kv=MemoryStore(), migrate=False)
+    subscription = plan == "subscription"
+    # per query: one released job of PRICE is captured at the end; subscription:
+    # 16,000 (the month and 2 overage) captured when bought, one included job
+    # used, so 10,000 kept and 6,000 refunded at the end
+    kept, refund = (10_000, 6_000) if subscription else (PRICE, 0)
     with TestClient(app) as client:
         ledger = client.app.state.chain.get().ledger  # type: ignore[attr-defined]
-        served = create_served_dataset(client, db, funded=False)
+        served = create_served_dataset(
+            client, db, funded=False, plan=SUBSCRIPTION if subscription else None
+        )
         wallet = Wallet(ledger)
         assert wallet.register(client, served.buyer).status_code == 200
-        wallet.deposit(ledger, 5 * PRICE)
+        wallet.deposit(ledger, DEPOSIT)
         r = client.post(
             "/v1/quotes",
             json={
@@ -160,10 +182,14 @@ def test_a_killed_onchain_capture_is_reconciled_once(
     try:
         escrow = chain.get().ledger.escrow
         assert escrow is not None
-        state = escrow.get_hold(hold_id).state
-        assert state == (
-            EscrowHold.CAPTURED if crash_at == "after_provider" else EscrowHold.HELD
-        )
+        hold = escrow.get_hold(hold_id)
+        if subscription:
+            assert hold.state == EscrowHold.CAPTURED
+            assert hold.refunded == (refund if crash_at == "after_provider" else 0)
+        else:
+            assert hold.state == (
+                EscrowHold.CAPTURED if crash_at == "after_provider" else EscrowHold.HELD
+            )
         with db.session() as session:
             assert _finalize_entries(session, ent_id) == 0
 
@@ -172,16 +198,20 @@ def test_a_killed_onchain_capture_is_reconciled_once(
         for _ in range(2):
             sweep(db, MemoryQueue(), payments=payments, trading=TradingConfig())
         hold = escrow.get_hold(hold_id)
-        assert (hold.state, hold.captured) == (EscrowHold.CAPTURED, PRICE)
-        assert escrow.get_captured() == PRICE
-        assert escrow.get_balance_of(wallet.address) == 5 * PRICE - PRICE
+        assert (hold.state, hold.captured - hold.refunded, hold.refunded) == (
+            EscrowHold.CAPTURED,
+            kept,
+            refund,
+        )
+        assert escrow.get_captured() == kept
+        assert escrow.get_balance_of(wallet.address) == DEPOSIT - kept
         with db.session() as session:
             assert _finalize_entries(session, ent_id) == 1
             ent = session.get(Entitlement, uuid.UUID(ent_id))
             assert ent is not None and ent.finalized_at is not None
-            assert ent.payment_captured_minor == PRICE
+            assert ent.payment_captured_minor == kept  # net of the refund
             cash = Journal(session).balance(cash_account("onchain", "EUR"))
-            assert cash == PRICE
+            assert cash == kept
             found = check_journal(session)
             assert found.ok, found
     finally:

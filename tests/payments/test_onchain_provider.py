@@ -22,6 +22,7 @@ from marketplace.chain import LazyChain
 from marketplace.errors import ChainUnavailable
 from marketplace.payments import PaymentProvider
 from marketplace.payments._base import (
+    Authorization,
     AuthorizationStatus,
     Capture,
     PaymentDeclined,
@@ -59,7 +60,7 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
     chain.close()
 
 
-def _authorize(env: Env, key: str, amount: int = 1_000, **kw: str) -> object:
+def _authorize(env: Env, key: str, amount: int = 1_000, **kw: str) -> Authorization:
     return env.provider.authorize(
         order_id=uuid.uuid4(),
         buyer_id=BUYER,
@@ -84,7 +85,7 @@ def test_a_retried_authorisation_holds_once(env: Env) -> None:
     assert env.ledger.escrow.get_held() == held + 1_000
     with pytest.raises(PaymentDeclined, match="another wallet or amount"):
         _authorize(env, key, amount=999)
-    state = env.provider.retrieve_authorization(first.reference)  # type: ignore[attr-defined]
+    state = env.provider.retrieve_authorization(first.reference)
     assert state.status is AuthorizationStatus.AUTHORIZED
 
 
@@ -109,28 +110,58 @@ def test_capture_and_cancel_are_idempotent(env: Env) -> None:
     before = escrow.get_balance_of(env.wallet.address)
     captured = escrow.get_captured()
     for _ in range(2):  # the second is the retry after a crash
-        env.provider.capture(auth, 1_500, idempotency_key="k")  # type: ignore[arg-type]
+        env.provider.capture(auth, 1_500, idempotency_key="k")
     assert escrow.get_captured() == captured + 1_500
     assert escrow.get_balance_of(env.wallet.address) == before + 500
     with pytest.raises(PaymentDeclined, match="cannot capture 1400"):
-        env.provider.capture(auth, 1_400, idempotency_key="k")  # type: ignore[arg-type]
+        env.provider.capture(auth, 1_400, idempotency_key="k")
     with pytest.raises(PaymentDeclined, match="cannot be released"):
-        env.provider.cancel(auth, idempotency_key="k")  # type: ignore[arg-type]
-    with pytest.raises(PaymentDeclined, match="final"):
-        env.provider.refund(Capture("onchain", "x", 1, "EUR"), 1, idempotency_key="k")
+        env.provider.cancel(auth, idempotency_key="k")
+    with pytest.raises(PaymentDeclined, match="cannot refund 1: it is authorized"):
+        env.provider.refund(
+            Capture(
+                "onchain", _authorize(env, secrets.token_hex(8)).reference, 1, "EUR"
+            ),
+            1,
+            idempotency_key="k",
+        )
 
     other = _authorize(env, secrets.token_hex(8), amount=700)
     before = escrow.get_balance_of(env.wallet.address)
     for _ in range(2):
-        env.provider.cancel(other, idempotency_key="k")  # type: ignore[arg-type]
+        env.provider.cancel(other, idempotency_key="k")
     assert escrow.get_balance_of(env.wallet.address) == before + 700
+
+
+def test_a_refund_of_a_captured_hold_is_made_once(env: Env) -> None:
+    assert env.ledger.escrow is not None
+    escrow = env.ledger.escrow
+    auth = _authorize(env, secrets.token_hex(8), amount=3_000)
+    env.provider.capture(auth, 3_000, idempotency_key="k")
+    capture = Capture("onchain", auth.reference, 3_000, "EUR")
+    before = escrow.get_balance_of(env.wallet.address)
+    captured = escrow.get_captured()
+    for _ in range(2):  # the second is the retry after a crash
+        done = env.provider.refund(capture, 1_800, idempotency_key="k")
+    assert (done.reference, done.amount_minor, done.currency) == (
+        auth.reference,
+        1_800,
+        "EUR",
+    )
+    assert escrow.get_balance_of(env.wallet.address) == before + 1_800
+    assert escrow.get_captured() == captured - 1_800
+    assert escrow.get_hold(bytes.fromhex(auth.reference[2:])).refunded == 1_800
+    with pytest.raises(PaymentDeclined, match="refunded 1800"):
+        env.provider.refund(capture, 1_000, idempotency_key="k")
+    with pytest.raises(ValueError, match="positive"):
+        env.provider.refund(capture, 0, idempotency_key="k")
 
 
 def test_a_payout_is_credited_once(env: Env) -> None:
     assert env.ledger.escrow is not None
     escrow = env.ledger.escrow
     auth = _authorize(env, secrets.token_hex(8), amount=900)
-    env.provider.capture(auth, 900, idempotency_key="k")  # type: ignore[arg-type]
+    env.provider.capture(auth, 900, idempotency_key="k")
     payee = Account.create().address
     key = secrets.token_hex(8)
     for _ in range(2):
@@ -157,7 +188,7 @@ def test_an_unreachable_chain_is_retryable_and_a_missing_escrow_is_not() -> None
     def down() -> None:
         raise ChainUnavailable("the node at http://127.0.0.1:1 does not answer")
 
-    provider = OnchainProvider(down, currency="EUR", hold_days=30)  # type: ignore[arg-type]
+    provider = OnchainProvider(down, currency="EUR", hold_days=30)
     with pytest.raises(PaymentUnavailable, match="does not answer"):
         provider.retrieve_authorization("0x" + "ab" * 32)
     missing = OnchainProvider(lambda: None, currency="EUR", hold_days=30)
