@@ -128,6 +128,19 @@ class Deployment:
             body["payment_token"] = self.payment_token
         return json.dumps(body, indent=2) + "\n"
 
+    def outdated_contracts(self) -> list[str]:
+        """The contracts deployed from another build than this package's artifacts.
+
+        Compares each recorded ``bytecode_sha256`` with the artifact's now. A
+        contract whose code changed may have another ABI: the wrappers cannot
+        read it (a new view, a new field in a returned struct).
+        """
+        return sorted(
+            name
+            for name, digest in self.bytecode_sha256.items()
+            if _runtime_sha256(name) != digest
+        )
+
     @classmethod
     def from_json(cls, text: str, *, source: str) -> Deployment:
         """Parse a deployment file's ``text``; ``source`` names it in errors.

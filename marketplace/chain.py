@@ -80,6 +80,14 @@ def _open_embedded(settings: Settings) -> ChainRuntime:
         path = directory / "deployment.json"
         if path.exists():
             deployment = Deployment.from_json(path.read_text(), source=str(path))
+            outdated = deployment.outdated_contracts()
+            if outdated:
+                raise ChainUnavailable(
+                    f"the embedded chain in {directory} was deployed from other "
+                    f"builds of {', '.join(outdated)} than this veilx has; move "
+                    "that directory away to start a new chain (the old one keeps "
+                    "its records)"
+                )
         else:
             sender = TransactionSender(chain.w3, signer)
             deployment = deploy_contracts(

@@ -7,6 +7,7 @@ exchange's back and check that verification fails on exactly that record.
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -22,6 +23,7 @@ from marketplace.api import create_app
 from marketplace.chain import LazyChain
 from marketplace.config import Settings
 from marketplace.db import Database
+from marketplace.errors import ChainUnavailable
 from marketplace.kv import MemoryStore
 from marketplace.models import (
     Dataset,
@@ -215,6 +217,34 @@ def test_embedded_chain_survives_a_restart(exchange: Exchange) -> None:
         make_relay(exchange.db, reopened.get().ledger, exchange.settings).flush()
         with exchange.db.session() as s:
             assert verify_ledger(s, reopened.get().ledger).trades == 3
+    finally:
+        reopened.close()
+
+
+def test_an_embedded_chain_from_older_contracts_is_refused_by_name(
+    tmp_path: Path,
+) -> None:
+    settings = make_settings(tmp_path)
+    chain = LazyChain(settings)
+    assert chain.get().ledger.escrow is not None
+    chain.close()
+    path = settings.data_dir / "chain" / "deployment.json"
+    body = json.loads(path.read_text())
+    assert set(body["bytecode_sha256"]) >= {"PaymentEscrow", "Settlement"}
+    good = path.read_text()
+    body["bytecode_sha256"]["PaymentEscrow"] = "00" * 32  # deployed by an old veilx
+    path.write_text(json.dumps(body))
+    again = LazyChain(settings)
+    try:
+        with pytest.raises(ChainUnavailable, match="other builds of PaymentEscrow "):
+            again.get()
+    finally:
+        again.close()
+    # The refused chain was closed: once its deployment matches, it opens again.
+    path.write_text(good)
+    reopened = LazyChain(settings)
+    try:
+        assert reopened.get().ledger.escrow is not None
     finally:
         reopened.close()
 
