@@ -8,7 +8,7 @@ BENCH  ?=
 
 .PHONY: demo test bench lint contracts install clean
 
-$(STAMP): pyproject.toml setup.py ledger/_keccak.c
+$(STAMP): pyproject.toml setup.py ledger/_keccak.c ledger/_keccak_f1600.h
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[dev]'

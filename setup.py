@@ -8,6 +8,11 @@ from setuptools import Extension, setup
 
 setup(
     ext_modules=[
-        Extension("ledger._keccak", ["ledger/_keccak.c"], extra_compile_args=["-O3"])
+        Extension(
+            "ledger._keccak",
+            ["ledger/_keccak.c"],
+            depends=["ledger/_keccak_f1600.h"],
+            extra_compile_args=["-O3"],
+        )
     ]
 )

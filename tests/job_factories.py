@@ -132,6 +132,17 @@ class Served:
         return str(self.dataset["id"])
 
 
+MONTHLY_SUBSCRIPTION: dict[str, Any] = {
+    "kind": "subscription",
+    "currency": "EUR",
+    "price_per_period_minor": 10_000,
+    "period": "month",
+    "queries_per_period": 1,
+    "overage_per_query_minor": 3_000,
+}
+"""A pricing plan: 100.00 a month with one computation, 30.00 for each more."""
+
+
 def policy_with(**changes: Any) -> dict[str, Any]:
     """The factory dataset's policy with ``changes``."""
     policy = copy.deepcopy(dataset_body()["policy"])

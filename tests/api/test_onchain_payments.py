@@ -27,6 +27,7 @@ from marketplace.payments.onchain import sign_wallet_proof
 from marketplace.services.journal import check_journal
 from tests.factories import Party, assert_problem, create_random_org
 from tests.job_factories import (
+    MONTHLY_SUBSCRIPTION,
     Served,
     aggregate_job,
     claim,
@@ -74,12 +75,16 @@ class Wallet:
         self.escrow.submit_deposit(self.address, amount)
 
 
-def _buy(client: TestClient, served: Served, queries: int, key: str) -> Any:
+def buy_onchain(
+    client: TestClient, served: Served, queries: int, key: str, periods: int = 1
+) -> Any:
+    """Quote ``queries`` (and ``periods``) paid onchain and order it under ``key``."""
     r = client.post(
         "/v1/quotes",
         json={
             "dataset_id": served.dataset_id,
             "queries": queries,
+            "periods": periods,
             "payment_method": "onchain",
         },
         headers=served.buyer.headers,
@@ -175,14 +180,14 @@ def test_an_order_needs_a_wallet_and_its_deposit(
 ) -> None:
     ledger = _ledger(client)
     served = create_served_dataset(client, db, funded=False)
-    r = _buy(client, served, 4, secrets.token_hex(8))
+    r = buy_onchain(client, served, 4, secrets.token_hex(8))
     assert assert_problem(r, 422, "validation_failed")["errors"][0]["field"] == (
         "payment_method"
     )
     wallet = Wallet(ledger)
     assert wallet.register(client, served.buyer).status_code == 200
     wallet.deposit(ledger, 3 * PRICE)
-    r = _buy(client, served, 4, secrets.token_hex(8))
+    r = buy_onchain(client, served, 4, secrets.token_hex(8))
     body = assert_problem(r, 402, "payment_declined")
     assert (
         f"has {3 * PRICE}" in body["detail"]
@@ -208,7 +213,7 @@ def test_onchain_purchase_capture_settlement_and_withdrawal(
     captured_before = escrow.get_captured()
 
     key = secrets.token_hex(8)
-    r = _buy(client, served, 5, key)
+    r = buy_onchain(client, served, 5, key)
     assert r.status_code == 201, r.text
     order = r.json()
     assert order["status"] == "active" and order["payment_method"] == "onchain"
@@ -297,16 +302,6 @@ def _past_period() -> dict[str, str]:
     }
 
 
-SUBSCRIPTION = {
-    "kind": "subscription",
-    "currency": "EUR",
-    "price_per_period_minor": 10_000,
-    "period": "month",
-    "queries_per_period": 1,
-    "overage_per_query_minor": 3_000,
-}
-
-
 def test_an_onchain_subscription_runs_its_periods_and_refunds_what_it_did_not_use(
     client: TestClient, db: Database
 ) -> None:
@@ -316,27 +311,12 @@ def test_an_onchain_subscription_runs_its_periods_and_refunds_what_it_did_not_us
     assert escrow is not None
     operator = create_random_org(db, Role.OPERATOR)
     start_at = datetime.now(UTC) - timedelta(seconds=1)
-    served = create_served_dataset(client, db, funded=False, plan=SUBSCRIPTION)
+    served = create_served_dataset(client, db, funded=False, plan=MONTHLY_SUBSCRIPTION)
     wallet = Wallet(ledger)
     assert wallet.register(client, served.buyer).status_code == 200
     deposit = 100_000
     wallet.deposit(ledger, deposit)
-    r = client.post(
-        "/v1/quotes",
-        json={
-            "dataset_id": served.dataset_id,
-            "queries": 4,
-            "periods": 3,
-            "payment_method": "onchain",
-        },
-        headers=served.buyer.headers,
-    )
-    assert r.status_code == 201, r.text
-    r = client.post(
-        "/v1/orders",
-        json={"quote_id": r.json()["id"]},
-        headers={**served.buyer.headers, "Idempotency-Key": secrets.token_hex(8)},
-    )
+    r = buy_onchain(client, served, 4, secrets.token_hex(8), periods=3)
     assert r.status_code == 201, r.text
     order = r.json()
     gross = 3 * 10_000 + 1 * 3_000  # 3 included computations, 1 overage
@@ -364,22 +344,7 @@ def test_an_onchain_subscription_runs_its_periods_and_refunds_what_it_did_not_us
 
     # A second subscription, closed at once: its periods are kept, the overage
     # room it did not use goes back to the wallet's escrow balance — once.
-    r = client.post(
-        "/v1/quotes",
-        json={
-            "dataset_id": served.dataset_id,
-            "queries": 5,
-            "periods": 2,
-            "payment_method": "onchain",
-        },
-        headers=served.buyer.headers,
-    )
-    assert r.status_code == 201, r.text
-    r = client.post(
-        "/v1/orders",
-        json={"quote_id": r.json()["id"]},
-        headers={**served.buyer.headers, "Idempotency-Key": secrets.token_hex(8)},
-    )
+    r = buy_onchain(client, served, 5, secrets.token_hex(8), periods=2)
     assert r.status_code == 201, r.text
     second = r.json()
     assert second["amount_minor"] == 2 * 10_000 + 3 * 3_000

@@ -38,9 +38,10 @@ from marketplace.queue import MemoryQueue
 from marketplace.services.journal import Journal, cash_account, check_journal
 from marketplace.services.trading import TradingConfig
 from marketplace.worker import sweep
-from tests.api.test_onchain_payments import PRICE, Wallet
+from tests.api.test_onchain_payments import PRICE, Wallet, buy_onchain
 from tests.conftest import make_settings
 from tests.job_factories import (
+    MONTHLY_SUBSCRIPTION,
     aggregate_job,
     claim,
     create_served_dataset,
@@ -86,14 +87,6 @@ CHILD = textwrap.dedent(
 
 
 DEPOSIT = 10 * PRICE
-SUBSCRIPTION = {
-    "kind": "subscription",
-    "currency": "EUR",
-    "price_per_period_minor": 10_000,
-    "period": "month",
-    "queries_per_period": 1,
-    "overage_per_query_minor": 3_000,
-}
 
 
 @pytest.mark.parametrize("plan", ["per_query", "subscription"])
@@ -110,27 +103,12 @@ def test_a_killed_onchain_capture_is_reconciled_once(
     kept, refund = (10_000, 6_000) if subscription else (PRICE, 0)
     with TestClient(app) as client:
         ledger = client.app.state.chain.get().ledger  # type: ignore[attr-defined]
-        served = create_served_dataset(
-            client, db, funded=False, plan=SUBSCRIPTION if subscription else None
-        )
+        plan_body = MONTHLY_SUBSCRIPTION if subscription else None
+        served = create_served_dataset(client, db, funded=False, plan=plan_body)
         wallet = Wallet(ledger)
         assert wallet.register(client, served.buyer).status_code == 200
         wallet.deposit(ledger, DEPOSIT)
-        r = client.post(
-            "/v1/quotes",
-            json={
-                "dataset_id": served.dataset_id,
-                "queries": 3,
-                "payment_method": "onchain",
-            },
-            headers=served.buyer.headers,
-        )
-        assert r.status_code == 201, r.text
-        r = client.post(
-            "/v1/orders",
-            json={"quote_id": r.json()["id"]},
-            headers={**served.buyer.headers, "Idempotency-Key": uuid.uuid4().hex},
-        )
+        r = buy_onchain(client, served, 3, uuid.uuid4().hex)
         assert r.status_code == 201, r.text
         order = r.json()
         r = client.post(

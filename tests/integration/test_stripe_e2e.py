@@ -33,6 +33,7 @@ from pricing import breakdown
 from tests.conftest import make_settings
 from tests.factories import Party, create_random_org
 from tests.job_factories import (
+    MONTHLY_SUBSCRIPTION,
     Served,
     aggregate_job,
     create_served_dataset,
@@ -248,23 +249,13 @@ def _card_surcharge() -> Any:
     return TradingConfig().card_surcharge
 
 
-SUBSCRIPTION = {
-    "kind": "subscription",
-    "currency": "EUR",
-    "price_per_period_minor": 10_000,
-    "period": "month",
-    "queries_per_period": 1,
-    "overage_per_query_minor": 3_000,
-}
-
-
 def test_a_card_subscription_is_captured_up_front_and_refunded_at_its_end(
     exchange: tuple[httpx.Client, Database], stripe_server: StripeTestServer
 ) -> None:
     client, db = exchange
     operator = create_random_org(db, Role.OPERATOR)
     start_at = datetime.now(UTC) - timedelta(seconds=1)
-    served = create_served_dataset(client, db, funded=False, plan=SUBSCRIPTION)
+    served = create_served_dataset(client, db, funded=False, plan=MONTHLY_SUBSCRIPTION)
 
     # A month with 1 included computation and room for 2 more at the overage price.
     r = _card_order(client, served.buyer, served.dataset_id, "pm_card_visa", 3)
