@@ -7,7 +7,9 @@ provider and operator roles, so the authorised code paths are explored as well.
 
 from __future__ import annotations
 
+import atexit
 import json
+import shutil
 import tempfile
 import uuid
 from collections.abc import Iterator
@@ -40,8 +42,12 @@ PROBLEM_TYPE = "application/problem+json"
 # The schema is read at collection time (schemathesis' lazy ``from_fixture`` loader
 # does not work with this pytest), so the app is built here with a placeholder
 # database that is never connected to; ``world`` swaps in the test database.
+# Its own data directory (the embedded chain, keys, blobs), removed at exit: never
+# a shared one such as the temp root, where another run's chain would be found.
+DATA_DIR = Path(tempfile.mkdtemp(prefix="veilx-schemathesis-"))
+atexit.register(shutil.rmtree, DATA_DIR, ignore_errors=True)
 APP = create_app(
-    make_settings(Path(tempfile.gettempdir())),
+    make_settings(DATA_DIR),
     db=Database.from_url("sqlite://"),
     kv=MemoryStore(),
     migrate=False,
