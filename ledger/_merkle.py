@@ -150,12 +150,6 @@ def _load_native() -> ModuleType | None:
 _NATIVE: Final = _load_native()
 
 
-def _keccak_native(data: bytes) -> bytes:
-    assert _NATIVE is not None  # noqa: S101 -- chosen only when present
-    digest: bytes = _NATIVE.keccak256(data)
-    return digest
-
-
 KECCAK_BACKEND: Final = (
     "veilx-native"
     if _NATIVE is not None
@@ -167,11 +161,14 @@ KECCAK_BACKEND: Final = (
 
 _PAIRS: Final[PairHasher] = _pairs_pysha3 if _PYSHA3 is not None else _pairs_eth_hash
 """Level by level, for a build without the extension (see :func:`_build_tree`)."""
-_KECCAK: Final[Callable[[bytes], bytes]] = {
-    "veilx-native": _keccak_native,
-    "safe-pysha3": _keccak_pysha3,
-    "eth-hash": _keccak_eth_hash,
-}[KECCAK_BACKEND]
+_KECCAK: Final[Callable[[bytes], bytes]] = (
+    # the extension's own function: no Python frame per hash (proofs hash a lot)
+    cast("Callable[[bytes], bytes]", _NATIVE.keccak256)
+    if _NATIVE is not None
+    else _keccak_pysha3
+    if _PYSHA3 is not None
+    else _keccak_eth_hash
+)
 
 
 def keccak256(data: bytes) -> bytes:

@@ -11,9 +11,9 @@ the exchange's fee. A subscription's hold is captured whole when it is bought
 the buyer's escrow balance when it ends — once per hold.
 
 Every movement is keyed on chain (hold ids, payout ids, one refund per hold), and
-each call here reads
-the chain's state before it writes, so a retry after a crash, a timeout or a lost
-answer finds the movement done and answers the same result: nothing moves twice.
+each call here reads the chain's state before it writes, so a retry after a crash,
+a timeout or a lost answer finds the movement done and answers the same result:
+nothing moves twice.
 
 A wallet becomes an organisation's by signing
 :data:`~marketplace.models.WALLET_PROOF` (see :func:`verify_wallet_proof`).
